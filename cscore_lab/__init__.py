@@ -1,0 +1,30 @@
+"""cscore_lab: consistency scores (C-scores) of labeled examples, their cheap proxies, and views of both.
+
+``import cscore_lab`` works without IPython; ``%load_ext cscore_lab`` adds the ``%cscore`` magics.
+"""
+
+__version__ = "0.1.0"
+
+from .cscores import CScores  # noqa: E402
+from .data import Dataset, from_arrays, inject_label_noise, load_dataset  # noqa: E402
+from .recipes import PRESETS, Plan, Recipe  # noqa: E402
+
+
+def __getattr__(name: str):
+    # estimation pulls in torch: import it only when asked for
+    if name in ("estimate", "Estimation"):
+        from . import holdout
+
+        return getattr(holdout, name)
+    raise AttributeError(f"module 'cscore_lab' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext cscore_lab``: register the ``%cscore`` magics (imported lazily)."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+__all__ = ["CScores", "Dataset", "Plan", "Recipe", "PRESETS", "estimate", "Estimation", "from_arrays",
+           "inject_label_noise", "load_dataset", "__version__"]

@@ -1,0 +1,155 @@
+"""Typed training recipes, estimation plans and the named presets.
+
+A :class:`Recipe` fixes everything about how one model is trained; a :class:`Plan`
+fixes how many models are trained on which subset ratios. Both are plain frozen
+dataclasses that round-trip through JSON (the run store's manifest).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["Recipe", "Plan", "PRESETS", "get_preset", "PAPER_RATIOS"]
+
+PAPER_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+MODELS = ("mlp", "cnn")
+OPTIMIZERS = ("sgd",)
+SCALINGS = ("range", "standardize", "none")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model is trained. Same recipe + same seed = same model."""
+
+    name: str = "custom"
+    model: str = "mlp"  # "mlp" (stacked fully connected, ReLU) or "cnn" (small conv net for CHW images)
+    hidden: tuple[int, ...] = (256,)  # hidden layer widths (mlp) or conv channels (cnn)
+    optimizer: str = "sgd"  # SGD with momentum, PyTorch's convention
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 20
+    input_scaling: str = "range"  # "range": divide by the data's value range (/255 for 8-bit images); "standardize"; "none"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.model not in MODELS:
+            raise ValueError(f"recipe model must be one of {MODELS}, got {self.model!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"recipe optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.input_scaling not in SCALINGS:
+            raise ValueError(f"recipe input_scaling must be one of {SCALINGS}, got {self.input_scaling!r}")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ValueError(f"recipe hidden sizes must be positive integers, got {self.hidden}")
+        for name in ("learning_rate", "momentum", "weight_decay"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"recipe {name} must be a finite number >= 0, got {v!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"recipe learning_rate must be > 0, got {self.learning_rate}")
+        if self.momentum >= 1:
+            raise ValueError(f"recipe momentum must be < 1, got {self.momentum}")
+        for name in ("batch_size", "epochs"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"recipe {name} must be an integer >= 1, got {v!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown recipe fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def with_(self, **changes: Any) -> "Recipe":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which models to train: ``runs`` models at each subset ratio, all derived from ``seed``."""
+
+    ratios: tuple[float, ...] = PAPER_RATIOS
+    runs: int = 200  # models per ratio
+    seed: int = 0
+    shard_size: int = 50  # models trained together and stored as one file; also the resume granularity
+
+    def __post_init__(self) -> None:
+        try:
+            ratios = tuple(float(r) for r in self.ratios)
+        except (TypeError, ValueError):
+            raise ValueError(f"ratios must be numbers in (0, 1), got {self.ratios!r}") from None
+        if not ratios:
+            raise ValueError("at least one subset ratio is needed")
+        for r in ratios:
+            if not (0.0 < r < 1.0):
+                raise ValueError(f"subset ratio {r:g} is outside (0, 1); each ratio is the fraction of examples a model trains on")
+        if len(set(ratios)) != len(ratios):
+            raise ValueError(f"subset ratios must be distinct, got {ratios}")
+        object.__setattr__(self, "ratios", ratios)
+        if not (isinstance(self.runs, int) and self.runs >= 1):
+            raise ValueError(f"runs per ratio must be a positive integer, got {self.runs!r}")
+        if not (isinstance(self.shard_size, int) and self.shard_size >= 1):
+            raise ValueError(f"shard_size must be a positive integer, got {self.shard_size!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def total_runs(self) -> int:
+        return self.runs * len(self.ratios)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratios": list(self.ratios), "runs": self.runs, "seed": self.seed, "shard_size": self.shard_size}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Plan":
+        return cls(ratios=tuple(d["ratios"]), runs=int(d["runs"]), seed=int(d["seed"]), shard_size=int(d["shard_size"]))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe and the plan it is meant to be run with."""
+
+    recipe: Recipe
+    plan: Plan = field(default_factory=Plan)
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "digits-mlp": Preset(
+        Recipe(name="digits-mlp", model="mlp", hidden=(128,), learning_rate=0.05, momentum=0.9,
+               batch_size=32, epochs=12, input_scaling="range"),
+        Plan(ratios=PAPER_RATIOS, runs=200, shard_size=100),
+        "MLP 64-128-10 for scikit-learn digits; SGD momentum 0.9, lr 0.05, batch 32, 12 epochs",
+    ),
+    "mnist-mlp": Preset(
+        Recipe(name="mnist-mlp", model="mlp", hidden=(512, 256), learning_rate=0.1, momentum=0.9,
+               batch_size=128, epochs=10, input_scaling="range"),
+        Plan(ratios=PAPER_RATIOS, runs=200, shard_size=25),
+        "the authors' MNIST recipe: MLP 784-512-256-10, ReLU; SGD momentum 0.9, lr 0.1, batch 128, 10 epochs, inputs /255",
+    ),
+    "cifar-cnn": Preset(
+        Recipe(name="cifar-cnn", model="cnn", hidden=(32, 64, 128), learning_rate=0.05, momentum=0.9,
+               weight_decay=5e-4, batch_size=128, epochs=30, input_scaling="standardize"),
+        Plan(ratios=PAPER_RATIOS, runs=200, shard_size=10),
+        "small CNN (3 conv blocks 32-64-128, global pool, linear) for 32x32 colour images",
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; a clear error lists the choices."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
