@@ -1,0 +1,264 @@
+"""``cscore-lab``: the same work as the magics, for terminals and clusters.
+
+Each subcommand is a pair: ``_add_<name>(subparsers)`` declares its arguments and sets
+``func``; the function does the work by calling the library. Add a subcommand by
+writing such a pair and listing it in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .store import StoreBusyError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+
+class CLIError(Exception):
+    """A mistake in what the user asked for: printed as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _ratio(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio in (0, 1), got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"subset ratio {v:g} is outside (0, 1)")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"label-noise fraction {v:g} is outside [0, 1]")
+    return v
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    """--dataset, --data and --label-noise, shared by the subcommands that load data."""
+    from .data import DATASETS
+
+    p.add_argument("--dataset", default="digits", choices=list(DATASETS), metavar="NAME",
+                   help=f"data set: {', '.join(DATASETS)} (default: digits, bundled)")
+    p.add_argument("--data", metavar="PATH", help="folder or file holding the data set (all but digits)")
+    p.add_argument("--label-noise", type=_fraction, default=0.0, metavar="FRACTION",
+                   help="flip this fraction of labels to another class first (seeded by --seed)")
+
+
+def load_dataset_from_args(args: argparse.Namespace):
+    """The data set the arguments name, with label noise applied; returns (dataset, flipped mask or None)."""
+    from .data import inject_label_noise, load_dataset
+
+    ds = load_dataset(args.dataset, args.data)
+    if args.label_noise:
+        ds, mask = inject_label_noise(ds, args.label_noise, seed=getattr(args, "seed", 0) or 0)
+        return ds, mask
+    return ds, None
+
+
+def print_summary(cs, seconds: float | None = None, out=sys.stdout) -> None:
+    s = cs.summary()
+    lines = [
+        f"examples          {s['examples']}",
+        f"ratios            {len(cs.ratios)} ({', '.join(f'{r:g}' for r in cs.ratios)})",
+        f"runs per ratio    {cs.runs} ({cs.meta.get('runs_done', '?')} models trained in all)",
+        f"mean C-score      {s['mean_score']:.4f}",
+        f"below 0.5         {s['below_0.5']} ({100 * s['below_0.5'] / max(1, s['examples']):.1f}%)",
+        f"reliability       {s['reliability']:.4f} (split-half Spearman)",
+        f"mean std. error   {s['mean_stderr']:.4f}",
+    ]
+    if seconds is not None:
+        lines.append(f"time              {seconds:.1f} s")
+    print(f"C-scores of {s['dataset']}", file=out)
+    for line in lines:
+        print("  " + line, file=out)
+
+
+def print_lowest(cs, dataset, k: int = 10, out=sys.stdout) -> None:
+    print(f"The {k} lowest-scoring examples:", file=out)
+    print("  index  label  C-score  std.err", file=out)
+    for i in cs.lowest(k):
+        name = dataset.class_names[cs.labels[i]]
+        print(f"  {i:5d}  {name:>5}  {cs.scores[i]:7.3f}  {cs.stderr[i]:7.3f}", file=out)
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def _add_estimate(sub) -> None:
+    from .recipes import PRESETS
+
+    p = sub.add_parser("estimate", help="estimate C-scores by the holdout procedure",
+                       description="Train many models on random subsets and record held-out correctness. "
+                                   "Rerunning with the same --out resumes.")
+    add_dataset_arguments(p)
+    p.add_argument("--preset", default=None, choices=list(PRESETS), metavar="NAME",
+                   help=f"training recipe: {', '.join(PRESETS)} (default: digits-mlp, or mnist-mlp for MNIST-shaped data)")
+    p.add_argument("--ratios", type=_ratio, nargs="+", metavar="R", help="subset ratios (default: the preset's, 0.1 ... 0.9)")
+    p.add_argument("--runs", type=_positive_int, metavar="N", help="models per ratio (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of subsets, initialisations and batch orders (default 0)")
+    p.add_argument("--shard-size", type=_positive_int, metavar="M", help="models trained together and stored per file")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"], help="where shards run (default local)")
+    p.add_argument("--address", default=None, help="Ray cluster address (with --backend ray); default: a local instance")
+    p.add_argument("--num-gpus", type=float, default=None, metavar="F", help="GPU fraction per shard on Ray (default 0.25)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: cscore-runs/<dataset>-<preset>-seed<seed>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_estimate)
+
+
+def _default_preset(dataset_name: str, input_shape: Sequence[int]) -> str:
+    if len(input_shape) == 3 and input_shape[0] in (1, 3):
+        return "cifar-cnn"
+    if dataset_name in ("mnist", "fashion-mnist") or int(__import__("math").prod(input_shape)) == 784:
+        return "mnist-mlp"
+    return "digits-mlp"
+
+
+def _make_estimation(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from .backends import get_backend
+    from .holdout import Estimation, default_run_folder
+    from .recipes import get_preset
+
+    ds, mask = load_dataset_from_args(args)
+    preset = get_preset(args.preset or _default_preset(args.dataset, ds.input_shape))
+    plan = preset.plan
+    changes = {k: v for k, v in (("ratios", args.ratios and tuple(args.ratios)), ("runs", args.runs),
+                                   ("shard_size", args.shard_size)) if v}
+    plan = replace(plan, seed=args.seed, **changes)
+    options = {}
+    if args.backend == "ray":
+        if args.address:
+            options["address"] = args.address
+        if args.num_gpus is not None:
+            options["num_gpus"] = args.num_gpus
+    elif args.address or args.num_gpus is not None:
+        raise CLIError("--address and --num-gpus apply only with --backend ray")
+    backend = get_backend(args.backend, **options)
+    out = Path(args.out) if args.out else default_run_folder(ds.name, preset.recipe.name, args.seed)
+    est = Estimation(ds, preset.recipe, plan, out=out, device=args.device, backend=backend)
+    if mask is not None:
+        import numpy as np
+
+        np.save(out / "flipped.npy", mask, allow_pickle=False)
+    return est, ds
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    est, ds = _make_estimation(args)
+    print(f"run folder: {est.out}  ({len(est.shards)} shards, {est.plan.total_runs} models, "
+          f"recipe {est.recipe.name}, device {args.device})", flush=True)
+    t0 = time.perf_counter()
+    cs = est.run(progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    print_summary(cs, seconds)
+    if est.progress.state != "finished":
+        print(f"stopped early: {est.progress.line()}; run the same command again to resume")
+        return 1
+    print(f"saved: {est.out / 'cscores.npz'}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the whole job on the bundled digits set: estimate, summary, lowest examples",
+                       description="Estimate the C-scores of scikit-learn's digits (9 ratios x 200 runs), print a "
+                                   "summary and the ten lowest-scoring examples.")
+    p.add_argument("--runs", type=_positive_int, default=None, metavar="N", help="models per ratio (default 200)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--out", metavar="DIR", default=None, help="run folder (default cscore-runs/digits-digits-mlp-seed0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+
+# Steps that later parts of the package add to the demo: each takes (cscores, dataset, args, run folder).
+DEMO_STEPS: list[Callable] = []
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    ns = argparse.Namespace(dataset="digits", data=None, label_noise=0.0, preset="digits-mlp", ratios=None,
+                            runs=args.runs, seed=0, shard_size=None, device=args.device, backend="local",
+                            address=None, num_gpus=None, out=args.out)
+    est, ds = _make_estimation(ns)
+    print(f"Estimating the C-scores of scikit-learn's digits: {est.plan.total_runs} models "
+          f"({len(est.plan.ratios)} ratios x {est.plan.runs} runs), run folder {est.out}", flush=True)
+    t0 = time.perf_counter()
+    cs = est.run(progress=not args.no_progress)
+    print_summary(cs, time.perf_counter() - t0)
+    print()
+    print_lowest(cs, ds, 10)
+    for step in DEMO_STEPS:
+        print()
+        step(cs, ds, args, est.out)
+    return 0 if est.progress.state == "finished" else 1
+
+
+# --------------------------------------------------------------------------- main
+
+# (name, function that adds the subcommand's parser); add new subcommands here.
+COMMANDS: list[tuple[str, Callable]] = [
+    ("estimate", _add_estimate),
+    ("demo", _add_demo),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="cscore-lab", description="C-scores of labeled data: estimate, proxies, reports.")
+    parser.add_argument("--version", action="version", version=f"cscore-lab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for _, add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cscore-lab``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished shards are kept in the run folder; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except CLIError as exc:
+        print(f"cscore-lab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, ImportError, StoreBusyError) as exc:
+        # bad values, missing files, missing extras, busy run folders: one line, no traceback
+        print(f"cscore-lab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
