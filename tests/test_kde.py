@@ -133,6 +133,16 @@ def test_threads_and_tiles_agree():
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12)
 
 
+def test_bit_reproducible_with_threads():
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(200, 5))
+    y = rng.integers(0, 4, size=200)
+    a = kde_scores(x, y, tile=16, n_threads=3)
+    b = kde_scores(x, y, tile=16, n_threads=3)
+    for u, v in zip(a.as_dict().values(), b.as_dict().values()):
+        np.testing.assert_array_equal(u, v)
+
+
 # ---------------------------------------------------------------------------
 # Property tests
 # ---------------------------------------------------------------------------

@@ -26,8 +26,9 @@ distances ``||a||**2 + ||b||**2 - 2 a.b`` (clamped at 0), evaluates the
 exponential with a vectorisable polynomial and adds each kernel value both to
 the row's and to the column's float64 accumulators (on the diagonal tiles only
 the strict upper triangle ``j > i`` is evaluated, so ``j == i`` never
-contributes).  A small pool of Python threads shares the tile pairs, each
-thread with its own accumulators and with BLAS limited to one thread
+contributes).  A small pool of Python threads shares the tile pairs
+(static round-robin, so results are bit-reproducible for a given ``tile`` and
+``n_threads``), each thread with its own accumulators and with BLAS limited to one thread
 (``threadpoolctl``), which avoids the spin-waiting fights between thread pools
 described in ``shared/notes/performance.md``.  Memory beyond the input is
 ``O(N * d)`` for one centred float32 copy plus ``O(tile**2 + N)`` per thread.
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -54,7 +54,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["BANDWIDTH_RULES", "KDEResult", "kde_scores", "select_bandwidth"]
 
@@ -208,23 +208,25 @@ def _median_bandwidth(x: np.ndarray, sample_size: int, seed: int) -> float:
     s = sample.astype(np.float64)
     s -= s.mean(axis=0)
     sq = np.einsum("ij,ij->i", s, s)
-    # A general product (not X @ X.T, which takes the syrk path) with one BLAS
-    # thread: see the float64 syrk crash in shared/notes/performance.md.
-    with threadpool_limits(1, user_api="blas"):
-        gram = s @ np.ascontiguousarray(s.T)
-    iu = np.triu_indices(s.shape[0], k=1)
-    d2 = sq[iu[0]] + sq[iu[1]] - 2.0 * gram[iu]
-    dist = np.sqrt(np.maximum(d2, 0.0))
-    h = float(np.median(dist))
+    # A general product against a copy, not s @ s.T (the syrk path, which
+    # crashed in float64 with 2 OpenBLAS threads at N >= 16000: see
+    # shared/notes/performance.md); here N <= sample_size anyway.
+    gram = s @ np.ascontiguousarray(s.T)
+    d2 = _upper_sq_dists(gram, sq)
+    m = d2.shape[0]
+    part = np.partition(d2, m // 2)
+    upper = part[m // 2]
+    lower = upper if m % 2 else part[: m // 2].max()
+    h = 0.5 * (math.sqrt(lower) + math.sqrt(upper))  # as np.median(distances)
     if h > 0.0:
-        return h
-    positive = dist[dist > 0.0]
+        return float(h)
+    positive = d2[d2 > 0.0]
     if positive.size == 0:
         raise ValueError(
             "cannot choose a 'median' bandwidth: all sampled rows are identical; "
             "pass a fixed positive bandwidth"
         )
-    return float(np.median(positive))
+    return float(np.median(np.sqrt(positive)))
 
 
 def _scott_bandwidth(x: np.ndarray) -> float:
@@ -395,6 +397,31 @@ def _accumulate_tile(g, sq_rows, sq_cols, lab_rows, lab_cols, diagonal,
         row_s[i] += acc_s
 
 
+@njit(nogil=True, cache=True)
+def _upper_sq_dists(gram, sq):
+    """Squared distances of the pairs ``i < j`` (row-major), clamped at 0."""
+    n = sq.shape[0]
+    out = np.empty(n * (n - 1) // 2, dtype=np.float64)
+    p = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[p] = max(sq[i] + sq[j] - 2.0 * gram[i, j], 0.0)
+            p += 1
+    return out
+
+
+_CONTROLLER: list = []
+
+
+def _blas_controller() -> ThreadpoolController:
+    """A cached ``ThreadpoolController`` (creating one scans the loaded
+    libraries, ~2-8 ms; limiting through it costs microseconds).  NumPy's
+    BLAS, the only one used here, is loaded before this module."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
 def _kde_sums(x: np.ndarray, codes: np.ndarray, tile: int, n_threads: int):
     """Sums over ``j != i`` of ``K`` and ``1[y_j = y_i] K`` (not divided by N).
 
@@ -406,35 +433,30 @@ def _kde_sums(x: np.ndarray, codes: np.ndarray, tile: int, n_threads: int):
     starts = list(range(0, n, tile))
     pairs = [(a, b) for ia, a in enumerate(starts) for b in starts[ia:]]
     n_threads = max(1, min(n_threads, len(pairs)))
-    lock = threading.Lock()
-    next_pair = [0]
 
-    def worker():
+    def worker(first: int):
+        # Static round-robin share of the tile pairs: every sum is then added
+        # in the same order on every run (results are bit-reproducible for a
+        # given tile and n_threads), at the price of dynamic load balancing.
         acc_d = np.zeros(n, dtype=np.float64)
         acc_s = np.zeros(n, dtype=np.float64)
         buf = np.empty(min(tile, n) ** 2, dtype=np.float32)
-        while True:
-            with lock:
-                p = next_pair[0]
-                next_pair[0] = p + 1
-            if p >= len(pairs):
-                return acc_d, acc_s
-            r0, c0 = pairs[p]
+        for r0, c0 in pairs[first::n_threads]:
             r1, c1 = min(r0 + tile, n), min(c0 + tile, n)
             g = buf[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
-            rows = x[r0:r1]
-            np.matmul(rows, x[c0:c1].T, out=g)
+            np.matmul(x[r0:r1], x[c0:c1].T, out=g)
             _accumulate_tile(
                 g, sq[r0:r1], sq[c0:c1], codes[r0:r1], codes[c0:c1], r0 == c0,
                 acc_d[r0:r1], acc_s[r0:r1], acc_d[c0:c1], acc_s[c0:c1],
             )
+        return acc_d, acc_s
 
-    with threadpool_limits(1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         if n_threads == 1:
-            results = [worker()]
+            results = [worker(0)]
         else:
             with ThreadPoolExecutor(max_workers=n_threads) as pool:
-                futures = [pool.submit(worker) for _ in range(n_threads)]
+                futures = [pool.submit(worker, t) for t in range(n_threads)]
                 results = [f.result() for f in futures]
     total_d = results[0][0]
     total_s = results[0][1]
