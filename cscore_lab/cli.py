@@ -218,12 +218,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if est.progress.state == "finished" else 1
 
 
+# --------------------------------------------------------------------------- published
+
+
+def _add_published(sub) -> None:
+    from .published import PUBLISHED
+
+    p = sub.add_parser("published", help="load the authors' released C-scores, checked against the data set",
+                       description="Read the C-scores released with the paper (MNIST .npy in tensorflow-datasets "
+                                   "order, remapped; CIFAR-10/100 .npz), check them against the data set, print a "
+                                   "summary and the lowest examples, and optionally save them as a CScores file.")
+    p.add_argument("name", choices=list(PUBLISHED), help="which release: mnist, cifar10 or cifar100")
+    p.add_argument("path", help="the released file, or the folder that holds it")
+    p.add_argument("--data", metavar="PATH", help="the training set's folder (required for mnist, whose file has no labels)")
+    p.add_argument("--lowest", type=_positive_int, default=10, metavar="K", help="list the K lowest (default 10)")
+    p.add_argument("--save", metavar="FILE", help="write the scores, in official order, to FILE (.npz)")
+    p.set_defaults(func=cmd_published)
+
+
+def cmd_published(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .published import load_published
+
+    if args.name == "mnist" and not args.data:
+        raise CLIError("mnist needs --data MNIST_FOLDER: the released file holds no labels, and the order is checked against them")
+    ds = load_dataset(args.name, args.data) if args.data else None
+    cs = load_published(args.name, args.path, ds)
+    s = cs.summary()
+    print(f"published C-scores of {args.name}: {cs.meta['file']}")
+    print(f"  examples          {s['examples']}" + (f" (checked against {args.data})" if ds is not None else " (no data set given: not checked)"))
+    print(f"  stored order      {cs.meta['stored_order']}" + (" (remapped to official)" if "remapped" in cs.meta else ""))
+    print(f"  mean C-score      {s['mean_score']:.4f}")
+    print(f"  below 0.5         {s['below_0.5']} ({100 * s['below_0.5'] / max(1, s['examples']):.1f}%)")
+    print(f"The {args.lowest} lowest-scoring examples:")
+    print("  index  label  C-score")
+    for i in cs.lowest(args.lowest):
+        label = ds.class_names[cs.labels[i]] if ds is not None else str(cs.labels[i])
+        print(f"  {i:5d}  {label:>5}  {cs.scores[i]:7.3f}")
+    if args.save:
+        print(f"saved: {cs.save(args.save)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 # (name, function that adds the subcommand's parser); add new subcommands here.
 COMMANDS: list[tuple[str, Callable]] = [
     ("estimate", _add_estimate),
     ("demo", _add_demo),
+    ("published", _add_published),
 ]
 
 

@@ -255,3 +255,24 @@ def test_unknown_name_missing_file_and_non_numpy(tmp_path: Path) -> None:
         load_published("mnist", tmp_path / "objects.npy")
     with pytest.raises(TypeError, match="Dataset or None, got ndarray"):
         load_published("cifar10", tmp_path, np.zeros(3))  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_published(cifar10_fixture, tmp_path: Path, capsys) -> None:
+    from cscore_lab.cli import main
+
+    root, labels, scores = cifar10_fixture
+    out = tmp_path / "saved.npz"
+    assert main(["published", "cifar10", str(root), "--data", str(root / "cifar-10-batches-py"),
+                 "--lowest", "3", "--save", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "checked against" in text and f"{int(np.argmin(scores)):5d}" in text
+    np.testing.assert_array_equal(CScores.load(out).scores, scores)
+    assert main(["published", "mnist", str(root)]) == 2
+    assert "mnist needs --data" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, labels=(labels + 1) % 10, scores=scores)
+    assert main(["published", "cifar10", str(bad), "--data", str(root / "cifar-10-batches-py")]) == 2
+    assert "labels differ" in capsys.readouterr().err
