@@ -101,7 +101,8 @@ class Dataset:
         empty = np.flatnonzero(counts == 0)
         if empty.size:
             names = ", ".join(f"{i} ({self.class_names[i]})" for i in empty[:5])
-            raise DataError(f"{self.name}: class {names} has no examples; every class needs at least one")
+            which = f"class {names} has" if empty.size == 1 else f"classes {names}{' ...' if empty.size > 5 else ''} have"
+            raise DataError(f"{self.name}: {which} no examples; every class needs at least one")
         finite = np.isfinite(inputs.reshape(n, -1)).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite)
@@ -440,22 +441,23 @@ def load_npz(path: str | os.PathLike, *, inputs_key: str | None = None, labels_k
     if not path.is_file():
         raise DataError(f".npz file not found: {path}")
     try:
-        z = np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            ik = inputs_key or next((k for k in ("x", "inputs", "data", "images") if k in keys), None)
+            lk = labels_key or next((k for k in ("y", "labels", "targets", "label") if k in keys), None)
+            if ik is None or ik not in keys or lk is None or lk not in keys:
+                raise DataError(
+                    f"{path}: need an inputs array (x, inputs, data or images) and a labels array "
+                    f"(y, labels or targets); found keys {sorted(keys)}"
+                )
+            x = z[ik]
+            y = z[lk]
+            names = [str(s) for s in z["class_names"]] if "class_names" in keys else None
+            images = z["images"] if ("images" in keys and ik != "images") else None
+    except DataError:
+        raise
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: not a readable .npz without pickle ({exc})") from exc
-    with z:
-        keys = set(z.files)
-        ik = inputs_key or next((k for k in ("x", "inputs", "data", "images") if k in keys), None)
-        lk = labels_key or next((k for k in ("y", "labels", "targets", "label") if k in keys), None)
-        if ik is None or ik not in keys or lk is None or lk not in keys:
-            raise DataError(
-                f"{path}: need an inputs array (x, inputs, data or images) and a labels array "
-                f"(y, labels or targets); found keys {sorted(keys)}"
-            )
-        x = z[ik]
-        y = z[lk]
-        names = [str(s) for s in z["class_names"]] if "class_names" in keys else None
-        images = z["images"] if ("images" in keys and ik != "images") else None
     return from_arrays(x, y, class_names=names, images=images, name=path.stem)
 
 
