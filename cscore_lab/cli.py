@@ -270,6 +270,44 @@ COMMANDS: list[tuple[str, Callable]] = [
 ]
 
 
+# --------------------------------------------------------------------------- report
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run folder",
+                       description="Read a run folder (finished or not) with the data set named in its manifest and "
+                                   "write one HTML file: figures, tables, the lowest and highest examples per class.")
+    p.add_argument("--run", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--data", metavar="PATH", help="the data set's folder or file (all but digits)")
+    p.add_argument("--out", metavar="FILE", help="the HTML file to write (default: DIR/report.html)")
+    p.add_argument("--proxies", action="store_true",
+                   help="also compute the cheap proxies and their correlations with the C-scores (one full-data training)")
+    p.add_argument("--device", default="auto", help="device for --proxies: auto, cpu, cuda or cuda:N (default auto)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import open_run, write_report
+
+    run = open_run(args.run, data=args.data)
+    proxies = correlations = None
+    if args.proxies:
+        from .analysis import correlate
+        from .proxies.suite import compute_proxies
+        from .recipes import Recipe
+
+        recipe = Recipe.from_dict(run.manifest["identity"]["recipe"])
+        proxies = compute_proxies(run.dataset, recipe, device=args.device)
+        correlations = correlate(proxies, run.cscores)
+    out = write_report(run.cscores, run.dataset, args.out or Path(args.run) / "report.html", proxies=proxies,
+                       correlations=correlations, noise_mask=run.noise_mask)
+    print(f"report: {out}")
+    return 0
+
+
+COMMANDS.append(("report", _add_report))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 

@@ -1,0 +1,446 @@
+"""Notebook views on ipywidgets: the live run monitor and the dashboard (Distribution,
+Agreement, Ratios, Gallery). They render objects the library computed; they never train.
+
+Figures come from :mod:`cscore_lab.viz.plots`, drawn on pyplot-free Agg figures and shown as
+PNG ``Image`` widgets, so a background estimation thread can redraw them safely.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import ipywidgets as W
+import numpy as np
+
+from . import plots
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from ..cscores import CScores
+    from ..data import Dataset
+    from ..holdout import Estimation
+
+__all__ = ["RunMonitor", "Dashboard", "DistributionView", "AgreementView", "RatiosView", "Gallery"]
+
+Neighbors = Callable[[int, int], np.ndarray]
+
+
+def _fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
+def _message(text: str, kind: str = "info") -> W.HTML:
+    color = {"info": "#555", "error": "#b00020"}[kind]
+    return W.HTML(f"<p style='color:{color}'>{html.escape(text)}</p>")
+
+
+def _close_tree(widget: W.Widget) -> None:
+    """Close a widget and the widgets inside it (their front-end models go too)."""
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    widget.close()
+
+
+def _png(draw: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+    return plots.render_png(draw, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------- run monitor
+
+
+class RunMonitor(W.VBox):
+    """Live view of an :class:`~cscore_lab.holdout.Estimation`: progress, models/s, ETA, the
+    split-half reliability so far and a histogram of the current estimates.
+
+    It listens to the estimation (called from the running thread after every shard). Text
+    and the progress bar update each time; the histogram is redrawn at most every
+    ``interval`` seconds, and always when the run ends.
+    """
+
+    def __init__(self, estimation: "Estimation", *, interval: float = 1.0, bins: int = 30):
+        self.estimation = estimation
+        self.interval = float(interval)
+        self.bins = int(bins)
+        self._last_draw = -math.inf
+        self._lock = threading.Lock()
+        self.redraws = 0
+        self.reliability = float("nan")
+        est = estimation
+        where = f" → <code>{html.escape(str(est.out))}</code>" if est.out else ""
+        self.title = W.HTML(f"<b>C-scores of {html.escape(est.dataset.name)}</b>, recipe "
+                            f"<code>{html.escape(est.recipe.name)}</code>, {len(est.plan.ratios)} ratios × "
+                            f"{est.plan.runs} runs{where}")
+        self.bar = W.IntProgress(value=0, min=0, max=max(1, est.progress.total_runs), description="runs",
+                                 layout=W.Layout(width="420px"))
+        self.status = W.HTML()
+        self.histogram = W.Image(format="png", layout=W.Layout(width="480px"))
+        self.stop_button = W.Button(description="Stop", icon="stop", tooltip="stop after dropping the shard in flight",
+                                    layout=W.Layout(width="90px"))
+        self.stop_button.on_click(lambda _: self.estimation.stop(wait=False))
+        super().__init__([self.title, W.HBox([self.bar, self.stop_button]), self.status, self.histogram])
+        self.add_class("cscore-run-monitor")
+        est.add_listener(self._on_update)
+        self.update(force=True)
+
+    def _on_update(self, est: "Estimation") -> None:
+        try:
+            self.update()
+        except Exception as exc:  # a display problem must never stop the run
+            self.status.value = f"<span style='color:#b00020'>monitor error: {html.escape(repr(exc))}</span>"
+
+    def text(self) -> str:
+        """The state in one line (also the plain-text form of this widget)."""
+        p = self.estimation.progress
+        rel = "" if not math.isfinite(self.reliability) else f", reliability {self.reliability:.3f}"
+        return (f"{p.done_runs}/{p.total_runs} runs, {p.models_per_second:.1f} models/s, "
+                f"ETA {_fmt_seconds(p.eta_seconds)}{rel}, {p.state}")
+
+    def update(self, force: bool = False) -> None:
+        """Refresh from the estimation's state; redraw the histogram when due (or ``force``)."""
+        with self._lock:
+            est = self.estimation
+            p = est.progress
+            ended = p.state in ("finished", "stopped", "failed")
+            due = force or ended or (time.monotonic() - self._last_draw >= self.interval)
+            cs = est.current() if (due or p.done_runs) else None
+            if cs is not None:
+                self.reliability = float(cs.reliability)
+            self.bar.max = max(1, p.total_runs)
+            self.bar.value = min(p.done_runs, p.total_runs)
+            self.bar.bar_style = {"finished": "success", "failed": "danger", "stopped": "warning"}.get(p.state, "")
+            self.stop_button.disabled = p.state not in ("running", "pending")
+            err = f"<br><span style='color:#b00020'>{html.escape(p.error)}</span>" if p.error else ""
+            self.status.value = f"<span class='cscore-status'>{html.escape(self.text())}</span>{err}"
+            if due and cs is not None and p.done_runs > 0:
+                self.histogram.value = _png(plots.score_histogram, cs, figsize=(5.5, 2.6), bins=self.bins,
+                                            title=f"current estimate ({p.done_runs} of {p.total_runs} runs)")
+                self._last_draw = time.monotonic()
+                self.redraws += 1
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        data = super()._repr_mimebundle_(**kwargs)
+        if isinstance(data, tuple):  # (data, metadata)
+            data[0]["text/plain"] = self.text()
+        elif isinstance(data, dict):
+            data["text/plain"] = self.text()
+        return data
+
+
+# --------------------------------------------------------------------------- distribution
+
+
+class DistributionView(W.VBox):
+    """Histogram of the C-scores overall and per class, with the share below 0.5."""
+
+    def __init__(self, cscores: "CScores", *, class_names: Sequence[str] | None = None):
+        s = cscores.summary()
+        n = max(1, s["examples"])
+        info = (f"{s['examples']} examples, mean C-score {s['mean_score']:.3f}, "
+                f"{s['below_0.5']} ({100 * s['below_0.5'] / n:.1f}%) below 0.5")
+        if math.isfinite(s["reliability"]):
+            info += f", split-half reliability {s['reliability']:.3f}"
+        if cscores.runs:
+            info += f"; {len(cscores.ratios)} ratios × {cscores.runs} runs"
+        self.summary = W.HTML(f"<p>{html.escape(info)}</p>")
+        self.overall = W.Image(value=_png(plots.score_histogram, cscores, figsize=(6, 3)), format="png",
+                               layout=W.Layout(width="520px"))
+        self.per_class = W.Image(value=_png(plots.class_distributions, cscores, class_names=class_names,
+                                            figsize=(max(6.0, 0.45 * cscores.num_classes + 2), 3)),
+                                 format="png", layout=W.Layout(width="640px"))
+        super().__init__([self.summary, self.overall, self.per_class])
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def _table_html(obj: Any) -> str:
+    if hasattr(obj, "_repr_html_"):
+        return obj._repr_html_()
+    frame = obj.to_frame() if hasattr(obj, "to_frame") else obj
+    return frame.to_html(float_format=lambda v: f"{v:.3f}", max_rows=60)
+
+
+class AgreementView(W.VBox):
+    """The correlation table with intervals, a heat map, and a scatter of a chosen proxy against the C-score."""
+
+    def __init__(self, cscores: "CScores", *, proxies: Any = None, correlations: Any = None,
+                 noise_mask: np.ndarray | None = None):
+        self.cscores = cscores
+        self.noise_mask = noise_mask
+        children: list[W.Widget] = []
+        if proxies is None and correlations is None:
+            super().__init__([_message("No proxies yet: compute them with %cscore proxies "
+                                       "(or pass proxies= and correlations=) to compare them with the C-score.")])
+            self.proxy_select = None
+            return
+        if correlations is not None:
+            self.table = W.HTML(f"<div class='cscore-correlations'>{_table_html(correlations)}</div>")
+            children.append(self.table)
+            rows, wide = plots.correlation_frames(correlations)
+            figs = []
+            if len(rows) and np.isfinite(rows["low"]).any():
+                figs.append(W.Image(value=_png(plots.correlation_intervals, rows["proxy"], rows["value"], rows["low"],
+                                               rows["high"], figsize=(5, 0.32 * len(rows) + 1.2)),
+                                    format="png", layout=W.Layout(width="420px")))
+            if wide.shape[1] > 1:
+                figs.append(W.Image(value=_png(plots.correlation_heatmap, wide,
+                                               figsize=(0.5 * wide.shape[1] + 3.5, 0.38 * wide.shape[0] + 1.2)),
+                                    format="png", layout=W.Layout(width="560px")))
+            children.append(W.HBox(figs))
+        self.frame = plots.proxy_frame(proxies) if proxies is not None else None
+        if self.frame is not None and self.frame.shape[1] and len(self.frame) == len(cscores):
+            names = list(map(str, self.frame.columns))
+            self.proxy_select = W.Dropdown(options=names, value=names[0], description="proxy")
+            self.scatter = W.Image(format="png", layout=W.Layout(width="440px"))
+            self.proxy_select.observe(lambda _: self._draw_scatter(), names="value")
+            self._draw_scatter()
+            children += [self.proxy_select, self.scatter]
+        else:
+            self.proxy_select = None
+        super().__init__(children)
+
+    def _draw_scatter(self) -> None:
+        name = self.proxy_select.value
+        col = self.frame[[c for c in self.frame.columns if str(c) == name][0]].to_numpy(dtype=np.float64)
+        self.scatter.value = _png(plots.proxy_scatter, col, self.cscores, name=name, mask=self.noise_mask,
+                                  figsize=(5, 4))
+
+
+# --------------------------------------------------------------------------- ratios
+
+
+class RatiosView(W.VBox):
+    """Per-ratio held-out accuracy curves for groups of examples binned by C-score."""
+
+    def __init__(self, cscores: "CScores"):
+        self.cscores = cscores
+        if not cscores.ratios:
+            super().__init__([_message("These scores carry no per-ratio results (published scores hold only the "
+                                       "final C-score).")])
+            self.groups = None
+            return
+        self.groups = W.IntSlider(value=5, min=2, max=10, description="groups")
+        self.binning = W.ToggleButtons(options=[("score ranges", "score"), ("equal sizes", "quantile")],
+                                       value="score")
+        self.figure = W.Image(format="png", layout=W.Layout(width="560px"))
+        for w in (self.groups, self.binning):
+            w.observe(lambda _: self._draw(), names="value")
+        self._draw()
+        super().__init__([W.HBox([self.groups, self.binning]), self.figure])
+
+    def _draw(self) -> None:
+        self.figure.value = _png(plots.consistency_profiles, self.cscores, groups=self.groups.value,
+                                 binning=self.binning.value, figsize=(6.5, 3.8))
+
+
+# --------------------------------------------------------------------------- gallery
+
+
+def _euclidean_neighbors(inputs: np.ndarray) -> Neighbors:
+    flat = np.asarray(inputs, dtype=np.float32).reshape(len(inputs), -1)
+
+    def query(i: int, k: int) -> np.ndarray:
+        d = ((flat - flat[i]) ** 2).sum(axis=1)
+        d[i] = np.inf
+        k = min(k, len(d) - 1)
+        near = np.argpartition(d, k)[:k]
+        return near[np.argsort(d[near], kind="stable")]
+
+    return query
+
+
+class Gallery(W.VBox):
+    """Examples chosen by class and by score (lowest, highest or a range), captioned with label and
+    score. Choosing one shows its per-ratio scores, its nearest neighbours with their labels and,
+    when a noise mask is known, whether its label was flipped.
+
+    Parameters
+    ----------
+    cscores : CScores
+    dataset : Dataset
+        Supplies the images and class names (its labels are the ones scored).
+    noise_mask : bool array [N], optional
+        Which labels were flipped.
+    original_labels : int array [N], optional
+        The labels before flipping.
+    neighbors : callable ``(index, k) -> indices``, optional
+        Nearest neighbours; default: Euclidean distance on the inputs.
+    count : int, default 24
+        How many images to show.
+    """
+
+    def __init__(self, cscores: "CScores", dataset: "Dataset", *, noise_mask: np.ndarray | None = None,
+                 original_labels: np.ndarray | None = None, neighbors: Neighbors | None = None,
+                 count: int = 24, ncols: int = 8, neighbor_count: int = 6):
+        if len(dataset) != len(cscores):
+            raise ValueError(f"the data set {dataset.name!r} has {len(dataset)} examples, the C-scores {len(cscores)}")
+        self.cscores = cscores
+        self.dataset = dataset
+        self.noise_mask = None if noise_mask is None else np.asarray(noise_mask, dtype=bool)
+        self.original_labels = original_labels
+        self.neighbors = neighbors or _euclidean_neighbors(dataset.inputs)
+        self.neighbor_count = neighbor_count
+        self._png_cache: dict[tuple[int, int], bytes] = {}
+        self.shown: list[int] = []
+        self.selected: int | None = None
+        names = dataset.class_names
+        self.class_select = W.Dropdown(options=[("all classes", -1)] + [(f"{k}: {n}" if n != str(k) else n, k)
+                                                                         for k, n in enumerate(names)],
+                                       value=-1, description="class")
+        self.order = W.ToggleButtons(options=[("lowest", "lowest"), ("highest", "highest"), ("score range", "range")],
+                                     value="lowest", style={"button_width": "90px"})
+        self.score_range = W.FloatRangeSlider(value=(0.4, 0.6), min=0.0, max=1.0, step=0.01, description="range",
+                                              disabled=True, continuous_update=False)
+        self.count = W.IntSlider(value=count, min=4, max=96, step=4, description="show", continuous_update=False)
+        self.info = W.HTML()
+        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f"repeat({ncols}, 96px)", grid_gap="4px"))
+        self.grid.add_class("cscore-gallery-grid")
+        self.detail = W.VBox(layout=W.Layout(min_width="360px"))
+        self.detail.add_class("cscore-gallery-detail")
+        for w in (self.class_select, self.order, self.score_range, self.count):
+            w.observe(lambda _: self.refresh(), names="value")
+        controls = W.VBox([W.HBox([self.class_select, self.order]), W.HBox([self.score_range, self.count]), self.info])
+        super().__init__([controls, W.HBox([self.grid, self.detail])])
+        self.add_class("cscore-gallery")
+        self.refresh()
+
+    # -------------------------------------------------------------- choosing
+    def indices(self) -> np.ndarray:
+        """The examples the current controls choose, in display order."""
+        scores = self.cscores.scores
+        labels = self.cscores.labels
+        pool = np.flatnonzero(np.isfinite(scores))
+        if self.class_select.value >= 0:
+            pool = pool[labels[pool] == self.class_select.value]
+        order = self.order.value
+        if order == "range":
+            lo, hi = self.score_range.value
+            pool = pool[(scores[pool] >= lo) & (scores[pool] <= hi)]
+            pool = pool[np.argsort(scores[pool], kind="stable")]
+        elif order == "lowest":
+            pool = pool[np.argsort(scores[pool], kind="stable")]
+        else:
+            pool = pool[np.argsort(-scores[pool], kind="stable")]
+        return pool[: self.count.value]
+
+    def _image(self, i: int, size: int) -> bytes:
+        key = (i, size)
+        if key not in self._png_cache:
+            self._png_cache[key] = plots.image_png(self.dataset.images[i], size=size)
+        return self._png_cache[key]
+
+    def _label(self, i: int) -> str:
+        return self.dataset.class_names[int(self.cscores.labels[i])]
+
+    def _tile(self, i: int) -> W.VBox:
+        flipped = self.noise_mask is not None and bool(self.noise_mask[i])
+        img = W.Image(value=self._image(i, 72), format="png", layout=W.Layout(width="72px", height="72px"))
+        caption = W.Button(description=f"{self._label(i)} · {self.cscores.scores[i]:.2f}",
+                           tooltip=f"#{i}: label {self._label(i)}, C-score {self.cscores.scores[i]:.3f}"
+                                   + (" (flipped label)" if flipped else ""),
+                           button_style="danger" if flipped else "", layout=W.Layout(width="92px", height="24px"))
+        caption.on_click(lambda _, i=i: self.select(i))
+        tile = W.VBox([img, caption], layout=W.Layout(align_items="center"))
+        tile.add_class("cscore-tile")
+        return tile
+
+    def refresh(self) -> None:
+        """Rebuild the grid from the controls."""
+        self.score_range.disabled = self.order.value != "range"
+        idx = self.indices()
+        old = list(self.grid.children)
+        self.grid.children = [self._tile(int(i)) for i in idx]
+        for tile in old:
+            _close_tree(tile)
+        self.shown = [int(i) for i in idx]
+        what = {"lowest": "lowest", "highest": "highest", "range": "in range"}[self.order.value]
+        cls = "all classes" if self.class_select.value < 0 else f"class {self.dataset.class_names[self.class_select.value]}"
+        self.info.value = f"<span class='cscore-gallery-info'>{len(idx)} {what} C-scores, {html.escape(cls)}</span>"
+        if self.shown and (self.selected is None or self.selected not in self.shown):
+            self.select(self.shown[0])
+        elif not self.shown:
+            self.detail.children = [_message("no examples match")]
+
+    # -------------------------------------------------------------- detail
+    def select(self, index: int) -> None:
+        """Show one example's details: per-ratio scores, neighbours, flipped or not."""
+        i = int(index)
+        cs = self.cscores
+        self.selected = i
+        err = cs.stderr[i]
+        lines = [f"<b>#{i}</b> label <b>{html.escape(self._label(i))}</b>, C-score <b>{cs.scores[i]:.3f}</b>"
+                 + (f" ± {err:.3f}" if np.isfinite(err) else "")]
+        if self.noise_mask is None:
+            lines.append("flipped label: unknown (no noise mask)")
+        elif self.noise_mask[i]:
+            was = ""
+            if self.original_labels is not None:
+                was = f" (was {html.escape(self.dataset.class_names[int(self.original_labels[i])])})"
+            lines.append(f"<span style='color:#b00020'><b>flipped label</b>{was}</span>")
+        else:
+            lines.append("label not flipped")
+        near = np.asarray(self.neighbors(i, self.neighbor_count), dtype=np.int64)
+        agree = int((cs.labels[near] == cs.labels[i]).sum()) if near.size else 0
+        lines.append(f"{agree} of {near.size} nearest neighbours share its label")
+        header = W.HTML("<div class='cscore-detail-text'>" + "<br>".join(lines) + "</div>")
+        big = W.Image(value=self._image(i, 128), format="png", layout=W.Layout(width="112px", height="112px"))
+        curve = W.Image(value=_png(plots.example_profile, cs, i, figsize=(3.6, 2.4)), format="png",
+                        layout=W.Layout(width="250px"))
+        tiles = []
+        for j in near:
+            same = cs.labels[j] == cs.labels[i]
+            tiles.append(W.VBox([
+                W.Image(value=self._image(int(j), 48), format="png", layout=W.Layout(width="48px", height="48px")),
+                W.HTML(f"<span style='color:{'#1b5e20' if same else '#b00020'}' title='#{int(j)}'>"
+                       f"{html.escape(self._label(int(j)))}</span>"),
+            ], layout=W.Layout(align_items="center", width="56px")))
+        old = list(self.detail.children)
+        self.detail.children = [header, W.HBox([big, curve]), W.HTML("<i>nearest neighbours (label)</i>"), W.HBox(tiles)]
+        for w in old:
+            _close_tree(w)
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+class Dashboard(W.Tab):
+    """Tabs Distribution, Agreement, Ratios and Gallery for one set of C-scores.
+
+    Parameters
+    ----------
+    cscores : CScores
+    dataset : Dataset, optional
+        Needed for the gallery (images, class names).
+    proxies : ProxyTable or DataFrame, optional
+        One column per proxy, one row per example.
+    correlations : CorrelationTable or DataFrame, optional
+        Correlations of the proxies with the C-score (see :func:`~cscore_lab.viz.plots.correlation_frames`).
+    noise_mask, original_labels : arrays, optional
+        Flipped labels and the labels before flipping, when known.
+    neighbors : callable ``(index, k) -> indices``, optional
+    """
+
+    TITLES = ("Distribution", "Agreement", "Ratios", "Gallery")
+
+    def __init__(self, cscores: "CScores", dataset: "Dataset | None" = None, *, proxies: Any = None,
+                 correlations: Any = None, noise_mask: np.ndarray | None = None,
+                 original_labels: np.ndarray | None = None, neighbors: Neighbors | None = None):
+        names = dataset.class_names if dataset is not None else None
+        self.distribution = DistributionView(cscores, class_names=names)
+        self.agreement = AgreementView(cscores, proxies=proxies, correlations=correlations, noise_mask=noise_mask)
+        self.ratios = RatiosView(cscores)
+        if dataset is not None:
+            self.gallery: W.Widget = Gallery(cscores, dataset, noise_mask=noise_mask, original_labels=original_labels,
+                                             neighbors=neighbors)
+        else:
+            self.gallery = _message("The gallery needs the data set's images: pass dataset=.")
+        super().__init__([self.distribution, self.agreement, self.ratios, self.gallery], titles=list(self.TITLES))
+        self.add_class("cscore-dashboard")

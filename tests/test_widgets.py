@@ -1,0 +1,194 @@
+"""Widgets: the live run monitor on a real background estimation, and the dashboard's tabs and gallery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ipywidgets = pytest.importorskip("ipywidgets", reason="ipywidgets is a core dependency; install cscore-lab")
+
+from cscore_lab.viz import widgets as W  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(value) -> bytes:
+    return bytes(value)
+
+
+def _tiny_estimation(digits, ratios=(0.4, 0.8), **kwargs):
+    """Two-epoch models, two per shard and per ratio: a real run that takes seconds."""
+    from cscore_lab.holdout import Estimation
+    from cscore_lab.recipes import PRESETS, Plan
+
+    recipe = PRESETS["digits-mlp"].recipe.with_(epochs=2)
+    return Estimation(digits, recipe, Plan(ratios=ratios, runs=2, shard_size=2), device="cpu", **kwargs)
+
+
+def test_monitor_follows_a_background_run(digits):
+    est = _tiny_estimation(digits)
+    monitor = W.RunMonitor(est, interval=0.0)
+    assert monitor.bar.max == 4 and monitor.bar.value == 0
+    est.start()
+    est.wait(timeout=300)
+    assert est.progress.state == "finished"
+    assert monitor.bar.value == 4 and monitor.bar.bar_style == "success"
+    assert _png(monitor.histogram.value).startswith(PNG)
+    assert monitor.redraws == 3  # unthrottled: after each of the 2 shards, and at the end
+    assert "4/4 runs" in monitor.text() and "finished" in monitor.text()
+    assert f"reliability {est.current().reliability:.3f}" in monitor.status.value
+    assert monitor.stop_button.disabled
+    bundle = monitor._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert data["text/plain"] == monitor.text()
+    assert "application/vnd.jupyter.widget-view+json" in data
+
+
+def test_monitor_redraws_the_histogram_at_most_every_interval(digits):
+    est = _tiny_estimation(digits)  # never run: the state is set by hand
+    monitor = W.RunMonitor(est, interval=3600)
+    assert monitor.redraws == 0  # nothing finished yet, nothing to draw
+    est.progress.state, est.progress.done_runs = "running", 1
+    monitor.update()
+    monitor.update()
+    assert monitor.redraws == 1 and monitor.bar.value == 1
+    est.progress.state = "stopped"  # the end is always drawn
+    monitor.update()
+    assert monitor.redraws == 2
+    monitor.interval = 0.0
+    est.progress.state = "running"
+    monitor.update()
+    assert monitor.redraws == 3
+
+
+def test_monitor_stop_button_stops_the_run_and_keeps_finished_shards(digits, tmp_path):
+    est = _tiny_estimation(digits, out=tmp_path / "run")
+    monitor = W.RunMonitor(est)
+    stopped = []
+
+    def stop_after_first(e):
+        if e.progress.done_runs >= 1 and not stopped:
+            stopped.append(e.progress.done_runs)
+            monitor.stop_button.click()
+
+    est.add_listener(stop_after_first)
+    est.start()
+    est.wait(timeout=300)
+    assert est.progress.state == "stopped"
+    assert est.progress.done_runs == 2
+    assert len(list((tmp_path / "run" / "shards").glob("*.npz"))) == 1  # the one finished shard of 2 runs
+    assert "stopped" in monitor.text() and monitor.bar.bar_style == "warning"
+
+
+def test_a_broken_redraw_never_stops_the_run(digits, monkeypatch):
+    est = _tiny_estimation(digits, ratios=(0.5,))
+    monitor = W.RunMonitor(est, interval=0.0)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(W.plots, "score_histogram", boom)
+    est.run()
+    assert est.progress.state == "finished"
+    assert "monitor error" in monitor.status.value and "drawing failed" in monitor.status.value
+
+
+# --------------------------------------------------------------------------- gallery and dashboard
+
+
+@pytest.fixture
+def gallery(digits_cscores, digits):
+    mask = np.zeros(len(digits), dtype=bool)
+    mask[digits_cscores.lowest(5)] = True
+    original = (digits.labels + mask) % 10
+    return W.Gallery(digits_cscores, digits, noise_mask=mask, original_labels=original, count=12)
+
+
+def _captions(g):
+    return [tile.children[1].description for tile in g.grid.children]
+
+
+def test_gallery_shows_the_lowest_scores_first_with_label_and_score(gallery, digits_cscores):
+    cs = digits_cscores
+    assert gallery.shown == list(cs.lowest(12))
+    assert len(gallery.grid.children) == 12
+    i = gallery.shown[0]
+    assert _captions(gallery)[0] == f"{cs.labels[i]} · {cs.scores[i]:.2f}"
+    assert all(_png(t.children[0].value).startswith(PNG) for t in gallery.grid.children)
+    assert gallery.grid.children[0].children[1].button_style == "danger"  # flipped label marked
+
+
+def test_gallery_class_order_and_range_controls(gallery, digits_cscores):
+    cs = digits_cscores
+    before = [_png(t.children[0].value) for t in gallery.grid.children]
+    gallery.class_select.value = 7
+    assert set(cs.labels[gallery.shown]) == {7}
+    assert [_png(t.children[0].value) for t in gallery.grid.children] != before
+    scores = cs.scores[gallery.shown]
+    assert np.all(np.diff(scores) >= 0)
+    gallery.order.value = "highest"
+    assert np.all(np.diff(cs.scores[gallery.shown]) <= 0)
+    assert gallery.score_range.disabled
+    gallery.order.value = "range"
+    assert not gallery.score_range.disabled
+    gallery.score_range.value = (0.5, 0.7)
+    s = cs.scores[gallery.shown]
+    assert s.size and np.all((s >= 0.5) & (s <= 0.7))
+    gallery.count.value = 4
+    assert len(gallery.grid.children) == len(gallery.shown) <= 4
+
+
+def test_choosing_an_image_shows_profile_neighbours_and_flip(gallery, digits_cscores, digits):
+    cs = digits_cscores
+    flipped = gallery.shown[0]
+    gallery.grid.children[0].children[1].click()
+    assert gallery.selected == flipped
+    text = gallery.detail.children[0].value
+    assert f"C-score <b>{cs.scores[flipped]:.3f}</b>" in text
+    assert "flipped label" in text and f"(was {(digits.labels[flipped] + 1) % 10})" in text
+    neighbours = gallery.detail.children[3].children
+    assert len(neighbours) == 6
+    # the neighbours are the nearest inputs (brute force) and their labels are shown
+    d = ((digits.inputs - digits.inputs[flipped]) ** 2).sum(axis=1)
+    d[flipped] = np.inf
+    nearest = np.argsort(d, kind="stable")[:6]
+    shown_labels = [n.children[1].value.split(">")[1].split("<")[0] for n in neighbours]
+    assert shown_labels == [str(cs.labels[j]) for j in nearest]
+    clean = next(i for i in gallery.shown if not gallery.noise_mask[i])
+    gallery.select(clean)
+    assert "label not flipped" in gallery.detail.children[0].value
+
+
+def test_gallery_without_mask_says_flip_unknown(digits_cscores, digits):
+    g = W.Gallery(digits_cscores, digits, count=4)
+    assert "unknown (no noise mask)" in g.detail.children[0].value
+    with pytest.raises(ValueError, match="1796 examples"):
+        W.Gallery(digits_cscores, digits.subset(np.arange(1796)))
+
+
+def test_dashboard_has_four_tabs_built_from_real_figures(digits_cscores, digits):
+    from cscore_lab.analysis import correlate
+
+    rng = np.random.default_rng(0)
+    proxies = pd.DataFrame({"good": digits_cscores.scores + rng.normal(0, 0.05, len(digits)),
+                            "noise": rng.normal(size=len(digits))})
+    corr = correlate(dict(proxies.items()), digits_cscores, n_boot=20)
+    d = W.Dashboard(digits_cscores, digits, proxies=proxies, correlations=corr)
+    assert d.titles == ("Distribution", "Agreement", "Ratios", "Gallery")
+    assert _png(d.distribution.overall.value).startswith(PNG) and _png(d.distribution.per_class.value).startswith(PNG)
+    assert "below 0.5" in d.distribution.summary.value
+    assert "good" in d.agreement.table.value and "noise" in d.agreement.table.value
+    first = _png(d.agreement.scatter.value)
+    d.agreement.proxy_select.value = "noise"
+    assert _png(d.agreement.scatter.value).startswith(PNG) and _png(d.agreement.scatter.value) != first
+    before = _png(d.ratios.figure.value)
+    d.ratios.groups.value = 3
+    assert _png(d.ratios.figure.value) != before
+    assert isinstance(d.gallery, W.Gallery)
+
+
+def test_dashboard_without_proxies_or_data_explains_what_is_missing(digits_cscores):
+    d = W.Dashboard(digits_cscores)
+    assert "%cscore proxies" in d.agreement.children[0].value
+    assert "needs the data set" in d.gallery.value
