@@ -49,8 +49,9 @@ def _uniform(shape: Sequence[int], bound: float, gen: torch.Generator) -> torch.
 class StackedMLP:
     """M ReLU MLPs ``d -> hidden... -> C`` held as stacked tensors.
 
-    Weights are ``[M, fan_in, fan_out]`` so a mini-batch ``[M, B, fan_in]`` goes through
-    one ``baddbmm`` per layer. Initialisation matches ``nn.Linear``'s default
+    Weights are ``[M, fan_out, fan_in]`` (``nn.Linear``'s layout, which keeps the gradient
+    product of a narrow last layer wide) so a mini-batch ``[M, B, fan_in]`` goes through one
+    ``baddbmm`` per layer. Initialisation matches ``nn.Linear``'s default
     (uniform in ±1/sqrt(fan_in) for weights and biases), drawn per model from its seed.
     """
 
@@ -63,11 +64,12 @@ class StackedMLP:
             gen = torch.Generator().manual_seed(int(seed))
             for layer, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
                 bound = 1.0 / math.sqrt(fan_in)
-                ws[layer].append(_uniform((fan_in, fan_out), bound, gen))
+                ws[layer].append(_uniform((fan_out, fan_in), bound, gen))
                 bs[layer].append(_uniform((1, fan_out), bound, gen))
-        self.weights = [torch.stack(w).to(device) for w in ws]
-        self.biases = [torch.stack(b).to(device) for b in bs]
+        self.weights = [torch.stack(w).to(device) for w in ws]  # [M, fan_out, fan_in], as nn.Linear
+        self.biases = [torch.stack(b).to(device) for b in bs]  # [M, 1, fan_out]
         self._bufs: list[torch.Tensor] | None = None
+        self._minus_one: torch.Tensor | None = None
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -80,21 +82,22 @@ class StackedMLP:
         acts = [x]
         h = x
         for layer in range(n_layers - 1):
-            h = torch.baddbmm(self.biases[layer], h, self.weights[layer]).clamp_(min=0)
+            h = torch.baddbmm(self.biases[layer], h, self.weights[layer].transpose(1, 2)).relu_()
             acts.append(h)
-        logits = torch.baddbmm(self.biases[-1], h, self.weights[-1])
+        logits = torch.baddbmm(self.biases[-1], h, self.weights[-1].transpose(1, 2))
         # d(mean cross-entropy)/d(logits) = (softmax - onehot) / B
         g = torch.softmax(logits, dim=-1)
-        g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(y, -1, dtype=g.dtype).unsqueeze(-1))
+        if self._minus_one is None or self._minus_one.shape[:2] != y.shape:
+            self._minus_one = torch.full((*y.shape, 1), -1.0, dtype=g.dtype, device=g.device)
+        g.scatter_add_(-1, y.unsqueeze(-1), self._minus_one)
         g.mul_(1.0 / x.shape[1])
         for layer in reversed(range(n_layers)):
             buf_w, buf_b = self._bufs[2 * layer], self._bufs[2 * layer + 1]
             g_prev = None
-            if layer > 0:
-                g_prev = torch.bmm(g, self.weights[layer].transpose(1, 2))
-                g_prev.mul_(acts[layer] > 0)
-            # momentum folded into the gradient product: buf = momentum*buf + h^T g
-            buf_w.baddbmm_(acts[layer].transpose(1, 2), g, beta=momentum)
+            if layer > 0:  # gradient w.r.t. the layer's input, through the ReLU
+                g_prev = torch.ops.aten.threshold_backward(torch.bmm(g, self.weights[layer]), acts[layer], 0)
+            # momentum folded into the gradient product: buf = momentum*buf + g^T h  ([M, out, in]: a wide product)
+            buf_w.baddbmm_(g.transpose(1, 2), acts[layer], beta=momentum)
             buf_b.mul_(momentum).add_(g.sum(dim=1, keepdim=True))
             if weight_decay:
                 buf_w.add_(self.weights[layer], alpha=weight_decay)
@@ -105,7 +108,7 @@ class StackedMLP:
     def _hidden(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = torch.matmul(h, w).add_(b).clamp_(min=0)
+            h = torch.matmul(h, w.transpose(1, 2)).add_(b).relu_()
         return h
 
     @torch.no_grad()
@@ -119,7 +122,7 @@ class StackedMLP:
         out = []
         for c in x.split(EVAL_CHUNK):
             h = self._hidden(c)
-            out.append(torch.matmul(h, self.weights[-1]).add_(self.biases[-1]))
+            out.append(torch.matmul(h, self.weights[-1].transpose(1, 2)).add_(self.biases[-1]))
         return torch.cat(out, dim=1)
 
 

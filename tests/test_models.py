@@ -14,9 +14,9 @@ def _reference_nets(group: StackedMLP) -> list[nn.Sequential]:
     for m in range(group.num_models):
         layers = []
         for i, (w, b) in enumerate(zip(group.weights, group.biases)):
-            lin = nn.Linear(w.shape[1], w.shape[2])
+            lin = nn.Linear(w.shape[2], w.shape[1])
             with torch.no_grad():
-                lin.weight.copy_(w[m].T)
+                lin.weight.copy_(w[m])
                 lin.bias.copy_(b[m, 0])
             layers.append(lin)
             if i < len(group.weights) - 1:
@@ -43,7 +43,7 @@ def test_stacked_mlp_steps_match_torch_sgd(sizes, momentum, wd):
     for m, net in enumerate(nets):
         lins = [l for l in net if isinstance(l, nn.Linear)]
         for i, lin in enumerate(lins):
-            torch.testing.assert_close(group.weights[i][m], lin.weight.detach().T, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(group.weights[i][m], lin.weight.detach(), rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(group.biases[i][m, 0], lin.bias.detach(), rtol=1e-5, atol=1e-6)
     x_eval = torch.randn(10, sizes[0])
     logits = group.logits(x_eval)
