@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 
 from cscore_lab.cscores import CScores
 from cscore_lab.data import DataError, from_arrays, load_cifar10, load_cifar100, load_mnist
-from cscore_lab.published import PUBLISHED, load_published, tfds_mnist_order
+from cscore_lab.published import PUBLISHED, agreement, load_published, lowest_overlap, tfds_mnist_order
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -62,15 +62,15 @@ def mnist():
 @pytest.fixture(scope="module")
 def knn_agreement(mnist):
     """Share of the 10 nearest neighbours (pixel space, among all 60,000) that carry the label,
-    for a random 3,000 examples: (index, agreement)."""
+    for a random 2,000 examples: (index, agreement)."""
     import torch
 
     x = torch.from_numpy(mnist.inputs / 255.0)
     sq = (x * x).sum(1)
-    idx = np.sort(np.random.default_rng(0).choice(len(mnist), 3000, replace=False))
+    idx = np.sort(np.random.default_rng(0).choice(len(mnist), 2000, replace=False))
     labels = torch.from_numpy(mnist.labels)
     agree = []
-    for block in np.array_split(idx, 6):
+    for block in np.array_split(idx, 4):
         q = torch.from_numpy(block)
         d = sq[q, None] - 2.0 * x[q] @ x.T + sq[None, :]
         d[torch.arange(len(block)), q] = float("inf")  # not its own neighbour
@@ -86,7 +86,7 @@ def test_published_mnist_remap_agrees_with_neighbour_labels(mnist, knn_agreement
     assert 0.5 < rho < 0.75, f"remapped published scores vs 10-NN label agreement: Spearman {rho:.3f}, expected about +0.63"
     raw = np.load(_require("published", "mnist-cscores.npy"), allow_pickle=False)
     rho_raw = spearmanr(raw[idx], agree).statistic
-    assert abs(rho_raw) < 0.06, f"without the remap the Spearman should be about 0, got {rho_raw:.3f}"
+    assert abs(rho_raw) < 0.08, f"without the remap the Spearman should be about 0, got {rho_raw:.3f}"
 
 
 def test_published_mnist_result_is_a_full_cscores(mnist) -> None:
@@ -276,3 +276,47 @@ def test_cli_published(cifar10_fixture, tmp_path: Path, capsys) -> None:
     np.savez(bad, labels=(labels + 1) % 10, scores=scores)
     assert main(["published", "cifar10", str(bad), "--data", str(root / "cifar-10-batches-py")]) == 2
     assert "labels differ" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- agreement
+
+
+def _brute_overlap(a: np.ndarray, b: np.ndarray, k: int, trials: int = 4000) -> float:
+    """Average overlap over random tie-breaks of ``a`` (the definition lowest_overlap computes in closed form)."""
+    rng = np.random.default_rng(0)
+    theirs = set(np.argsort(b, kind="stable")[:k])
+    total = 0
+    for _ in range(trials):
+        order = np.lexsort((rng.random(a.size), a))
+        total += len(theirs.intersection(order[:k]))
+    return total / (trials * k)
+
+
+def test_lowest_overlap_shares_ties_in_expectation() -> None:
+    rng = np.random.default_rng(5)
+    b = rng.random(60)
+    a = np.round(b + rng.normal(0, 0.2, 60), 1)  # coarse: many ties
+    for k in (1, 6, 20):
+        assert lowest_overlap(a, b, k) == pytest.approx(_brute_overlap(a, b, k), abs=0.02)
+    assert lowest_overlap(b, b, 6) == 1.0 and lowest_overlap(-b, b, 6) == 0.0
+    with pytest.raises(ValueError, match="k must be an integer in 1..60"):
+        lowest_overlap(a, b, 0)
+
+
+def test_agreement_values_and_checks() -> None:
+    rng = np.random.default_rng(2)
+    theirs = rng.random(1000)
+    ours = theirs + rng.normal(0, 0.002, 1000)
+    ours[3] = np.nan
+    res = agreement(ours, theirs, lowest=10)
+    ok = np.isfinite(ours)
+    assert res["n"] == 999
+    assert res["spearman"] == pytest.approx(spearmanr(ours[ok], theirs[ok]).statistic)
+    assert res["mad"] == pytest.approx(np.mean(np.abs(ours[ok] - theirs[ok])))
+    assert 0.3 < res["overlap_lowest"] <= 1.0
+    with pytest.raises(ValueError, match="ours has 999 scores and theirs 1000"):
+        agreement(ours[:-1], theirs)
+    a = CScores(theirs, np.arange(1000) % 10)
+    b = CScores(theirs, (np.arange(1000) + 1) % 10)
+    with pytest.raises(ValueError, match="different labels \\(1000 differ, first at index 0\\)"):
+        agreement(a, b)
