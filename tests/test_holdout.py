@@ -208,3 +208,28 @@ def test_unavailable_device_fails_before_training(digits_small):
         pytest.skip("a GPU is present: 'cuda' is available here")
     with pytest.raises(ValueError, match="CUDA is not available"):
         Estimation(digits_small, FAST, SMALL_PLAN, device="cuda")
+
+
+def test_worker_count_does_not_change_scores(digits_small):
+    from cscore_lab.backends import LocalBackend
+
+    one = estimate(digits_small, FAST, SMALL_PLAN, device="cpu", backend=LocalBackend(workers=1))
+    two = estimate(digits_small, FAST, SMALL_PLAN, device="cpu", backend=LocalBackend(workers=2))
+    np.testing.assert_array_equal(one.scores, two.scores)
+    np.testing.assert_array_equal(one.heldout_counts, two.heldout_counts)
+
+
+def test_a_failing_shard_fails_the_run_clearly(digits_small, tmp_path):
+    from cscore_lab.backends import LocalBackend
+
+    def broken_factory():
+        raise RuntimeError("this model cannot be built")
+
+    est = Estimation(digits_small, FAST, SMALL_PLAN, out=tmp_path / "f", device="cpu",
+                     backend=LocalBackend(workers=2), model_factory=broken_factory)
+    with pytest.raises(RuntimeError, match="cannot be built"):
+        est.run()
+    assert est.progress.state == "failed" and "cannot be built" in est.progress.error
+    assert est.store.finished_keys() == set()
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        LocalBackend(workers=0)
