@@ -255,6 +255,10 @@ class Estimation:
         """Call ``fn(self)`` after every finished shard and at the end (from the running thread)."""
         self._listeners.append(fn)
 
+    def remove_listener(self, fn: Callable[["Estimation"], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
     def _notify(self) -> None:
         for fn in list(self._listeners):
             fn(self)
@@ -289,9 +293,11 @@ class Estimation:
         :class:`Progress` after every shard. On a stop request the shards finished so far
         stay in the store and the partial estimate is returned.
         """
-        bar_cb = _tqdm_progress(self) if progress is True else None
+        bar_cb = _TqdmProgress(self) if progress is True else None
+        listener = None
         if callable(progress):
-            self.add_listener(lambda est: progress(est.progress))
+            listener = lambda est: progress(est.progress)  # noqa: E731
+            self.add_listener(listener)
         try:
             if self.store is not None:
                 with self.store.lock():
@@ -300,6 +306,8 @@ class Estimation:
         finally:
             if bar_cb is not None:
                 bar_cb.close()
+            if listener is not None:
+                self.remove_listener(listener)
 
     def _run(self) -> CScores:
         from .trainer import Interrupted
@@ -373,21 +381,32 @@ class Estimation:
         return self.result
 
 
-def _tqdm_progress(est: Estimation):
-    from tqdm.auto import tqdm
+class _TqdmProgress:
+    """A tqdm bar (notebook or terminal) that renders an estimation's :class:`Progress`.
 
-    bar = tqdm(total=est.progress.total_runs, unit="model", desc=f"C-scores {est.dataset.name}", dynamic_ncols=True)
-    last = {"n": 0}
+    Created on the first update, so runs found finished in the store count as its
+    starting point and do not inflate the rate or shorten the ETA.
+    """
 
-    def update(e: Estimation) -> None:
-        p = e.progress
-        if p.done_runs > last["n"]:
-            bar.update(p.done_runs - last["n"])
-            last["n"] = p.done_runs
-        bar.set_postfix_str(f"{p.models_per_second:.1f} models/s", refresh=True)
+    def __init__(self, est: Estimation):
+        self.est = est
+        self.bar = None
+        est.add_listener(self.update)
 
-    est.add_listener(update)
-    return bar
+    def update(self, est: Estimation) -> None:
+        from tqdm.auto import tqdm
+
+        p = est.progress
+        if self.bar is None:
+            self.bar = tqdm(total=p.total_runs, initial=p.done_runs, unit="model", dynamic_ncols=True,
+                            desc=f"C-scores {est.dataset.name}")
+        elif p.done_runs > self.bar.n:
+            self.bar.update(p.done_runs - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.est.remove_listener(self.update)
 
 
 def estimate(
