@@ -260,6 +260,50 @@ def cmd_published(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- proxies
+
+
+def _add_proxies(sub) -> None:
+    from .proxies.suite import FAMILIES, SPACES
+    from .recipes import PRESETS
+
+    p = sub.add_parser("proxies", help="compute the cheap C-score proxies; with --run, correlate them with its C-scores",
+                       description="Train the recipe's model on the full data, record learning dynamics and hidden "
+                                   "features, compute every proxy (kernel density, learning speed, k-NN, LOF) and, "
+                                   "with --run, print their rank correlations with that run's C-scores (and, when "
+                                   "labels were flipped, how well each finds them).")
+    add_dataset_arguments(p)
+    p.add_argument("--run", metavar="DIR", help="run folder of 'cscore-lab estimate' on the same data (its recipe is used)")
+    p.add_argument("--cscores", metavar="FILE", help="or a saved CScores file (.npz, e.g. from 'published --save') to correlate with")
+    p.add_argument("--preset", default=None, choices=list(PRESETS), metavar="NAME", help="training recipe (default: the run's)")
+    p.add_argument("--runs", type=_positive_int, default=1, metavar="N", help="full-data models averaged (default 1)")
+    p.add_argument("--epochs", type=_positive_int, nargs="+", metavar="E",
+                   help="epochs whose hidden features are used (default: 1, 2 and the last)")
+    p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="proxy families (default all)")
+    p.add_argument("--spaces", nargs="+", choices=SPACES, default=list(SPACES), help="feature spaces (default both)")
+    p.add_argument("--n-boot", type=int, default=1000, metavar="B", help="bootstrap resamples for the intervals (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the label noise (as in estimate) and of the models (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--save", metavar="FILE", help="write the proxy table to FILE (.npz)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_proxies)
+
+
+def cmd_proxies(args: argparse.Namespace) -> int:
+    from .proxies.suite import run_proxies_command
+
+    return run_proxies_command(args)
+
+
+def _demo_proxies(cs, ds, args, run_folder) -> None:
+    from .proxies.suite import demo_step
+
+    demo_step(cs, ds, args, run_folder)
+
+
+DEMO_STEPS.append(_demo_proxies)  # the demo prints the proxies' correlation table after the C-scores
+
+
 # --------------------------------------------------------------------------- main
 
 # (name, function that adds the subcommand's parser); add new subcommands here.
@@ -267,6 +311,7 @@ COMMANDS: list[tuple[str, Callable]] = [
     ("estimate", _add_estimate),
     ("demo", _add_demo),
     ("published", _add_published),
+    ("proxies", _add_proxies),
 ]
 
 

@@ -1,0 +1,555 @@
+"""How well proxies agree with the C-score, and how well any score finds flipped labels.
+
+* :func:`correlate` — Spearman and Kendall (tau-b) rank correlations between every
+  proxy and the C-scores, overall and per class, with percentile bootstrap intervals.
+  Point estimates come from SciPy; the bootstrap resamples (shared by all proxies of a
+  group, so their intervals are paired) are evaluated by a compiled kernel that works
+  on integer rank codes: average ranks by counting, Kendall's discordant pairs with a
+  Fenwick tree, O(n log n) per resample.
+* :func:`detect_label_noise` — AUROC, average precision and precision at k
+  (k = number of flipped labels) of every score for the flipped mask returned by
+  :func:`cscore_lab.data.inject_label_noise`; a low score means "suspect".
+* :func:`split_half` — rank agreement of two estimates of the same scores.
+
+Results are plain objects (:class:`CorrelationTable`, :class:`DetectionTable`) with
+``to_frame()``, ``save()``/``load()`` and ``_repr_html_``; nothing here draws.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from numba import njit
+
+from .cscores import CScores
+from .proxies.suite import ProxyTable, html_table, load_npz, save_npz
+
+__all__ = ["CorrelationTable", "DetectionTable", "correlate", "detect_label_noise", "split_half", "bootstrap_rank_correlations"]
+
+CORR_FORMAT = "cscore_lab.correlations/1"
+DETECT_FORMAT = "cscore_lab.detection/1"
+_STATS = ("spearman", "kendall")
+_BOOT_ELEMENTS = 4_000_000  # resample indices held at once (B x n), bounds memory
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@njit(cache=True, nogil=True)
+def _average_ranks(counts, avg, first):  # pragma: no cover - compiled
+    """From value counts per code: average 1-based rank and first 0-based position of each code; returns tied pairs."""
+    start = 0
+    tied = 0
+    for c in range(counts.shape[0]):
+        avg[c] = start + (counts[c] + 1) / 2.0
+        first[c] = start
+        start += counts[c]
+        tied += counts[c] * (counts[c] - 1) // 2
+    return tied
+
+
+@njit(cache=True, nogil=True)
+def _rank_corr_kernel(cx, cy, kx, ky, idx, out):  # pragma: no cover - compiled
+    """Spearman and Kendall tau-b of (cx[idx[b]], cy[idx[b]]) for every row b of idx.
+
+    cx, cy: int64 dense rank codes in [0, kx) and [0, ky) (equal values, equal codes).
+    out: float64 [B, 2]; NaN where a resample is constant in x or y.
+    """
+    n = idx.shape[1]
+    cntx = np.zeros(kx, np.int64)
+    cnty = np.zeros(ky, np.int64)
+    avgx = np.empty(kx, np.float64)
+    avgy = np.empty(ky, np.float64)
+    tree = np.zeros(ky + 1, np.int64)
+    xs = np.empty(n, np.int64)
+    ys = np.empty(n, np.int64)
+    by_y = np.empty(n, np.int64)
+    by_xy = np.empty(n, np.int64)
+    posx = np.empty(kx, np.int64)
+    posy = np.empty(ky, np.int64)
+    mean_rank = (n + 1) / 2.0
+    n0 = n * (n - 1) // 2
+    for b in range(idx.shape[0]):
+        cntx[:] = 0
+        cnty[:] = 0
+        for i in range(n):
+            j = idx[b, i]
+            xs[i] = cx[j]
+            ys[i] = cy[j]
+            cntx[xs[i]] += 1
+            cnty[ys[i]] += 1
+        xtie = _average_ranks(cntx, avgx, posx)
+        ytie = _average_ranks(cnty, avgy, posy)
+        sxy = 0.0
+        sxx = 0.0
+        syy = 0.0
+        for i in range(n):
+            dx = avgx[xs[i]] - mean_rank
+            dy = avgy[ys[i]] - mean_rank
+            sxy += dx * dy
+            sxx += dx * dx
+            syy += dy * dy
+        out[b, 0] = sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else np.nan
+        # Kendall tau-b: order by (x, y) with two stable counting sorts (y, then x);
+        # discordant pairs = earlier elements with a larger y, counted with a Fenwick tree
+        for i in range(n):
+            by_y[posy[ys[i]]] = i
+            posy[ys[i]] += 1
+        for t in range(n):
+            i = by_y[t]
+            by_xy[posx[xs[i]]] = i
+            posx[xs[i]] += 1
+        tree[:] = 0
+        dis = 0
+        ntie = 0
+        run = 1
+        for t in range(n):
+            i = by_xy[t]
+            if t > 0:
+                prev = by_xy[t - 1]
+                if xs[i] == xs[prev] and ys[i] == ys[prev]:
+                    run += 1
+                else:
+                    ntie += run * (run - 1) // 2
+                    run = 1
+            c = ys[i] + 1
+            below = 0
+            p = c
+            while p > 0:
+                below += tree[p]
+                p -= p & (-p)
+            dis += t - below
+            p = c
+            while p <= ky:
+                tree[p] += 1
+                p += p & (-p)
+        ntie += run * (run - 1) // 2
+        denom = float(n0 - xtie) * float(n0 - ytie)
+        out[b, 1] = (n0 - xtie - ytie + ntie - 2 * dis) / math.sqrt(denom) if denom > 0 else np.nan
+
+
+def _codes(a: np.ndarray) -> tuple[np.ndarray, int]:
+    uniq, inv = np.unique(a, return_inverse=True)
+    return np.ascontiguousarray(inv.reshape(-1), dtype=np.int64), int(uniq.size)
+
+
+def bootstrap_rank_correlations(x: np.ndarray, y: np.ndarray, *, n_boot: int = 1000, seed: int | np.random.Generator = 0) -> np.ndarray:
+    """Spearman and Kendall tau-b of ``n_boot`` bootstrap resamples of the pairs (x, y).
+
+    Parameters
+    ----------
+    x, y : array_like, shape (n,)
+        Finite values (ties allowed).
+    n_boot : int, default 1000
+    seed : int or numpy Generator
+        The resample indices are ``rng.integers(0, n, size=(n_boot, n))`` drawn in
+        row blocks, so equal seeds and equal ``n`` give equal resamples.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``[n_boot, 2]``: columns Spearman, Kendall; NaN for constant resamples.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of one length, got shapes {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("x and y must be finite")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    n = x.shape[0]
+    cx, kx = _codes(x)
+    cy, ky = _codes(y)
+    out = np.empty((n_boot, 2))
+    block = max(1, _BOOT_ELEMENTS // max(n, 1))
+    for start in range(0, n_boot, block):
+        stop = min(n_boot, start + block)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        _rank_corr_kernel(cx, cy, kx, ky, idx, out[start:stop])
+    return out
+
+
+def _point(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    from scipy.stats import kendalltau, spearmanr
+
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan")
+    return float(spearmanr(x, y).statistic), float(kendalltau(x, y).statistic)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _as_scores(scores: ProxyTable | Mapping[str, Any] | CScores, n: int | None = None) -> dict[str, np.ndarray]:
+    if isinstance(scores, ProxyTable):
+        out = dict(scores.values)
+    elif isinstance(scores, CScores):
+        out = {"cscore": scores.scores}
+    elif isinstance(scores, Mapping):
+        out = {}
+        for name, arr in scores.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"score names must be non-empty strings, got {name!r}")
+            a = np.asarray(arr)
+            if a.dtype.kind not in "fiub":
+                raise TypeError(f"score {name!r} must be numeric, got dtype {a.dtype}")
+            out[name] = a.astype(np.float64)
+    else:
+        raise TypeError(f"expected a ProxyTable, a CScores or a dict of name -> array, got {type(scores).__name__}")
+    if not out:
+        raise ValueError("no scores given")
+    if n is not None:
+        for name, a in out.items():
+            if a.shape != (n,):
+                raise ValueError(f"score {name!r} has shape {a.shape}, but there are {n} examples: lengths must match")
+    return out
+
+
+def _check_same_data(proxies: Any, cscores: CScores) -> None:
+    if not isinstance(proxies, ProxyTable):
+        return
+    if proxies.fingerprint and cscores.fingerprint and proxies.fingerprint != cscores.fingerprint:
+        raise ValueError(f"the proxies ({proxies.dataset!r}) and the C-scores ({cscores.dataset!r}) were computed "
+                         f"on different data (fingerprints {proxies.fingerprint[:12]} vs {cscores.fingerprint[:12]})")
+    if len(proxies) == len(cscores) and not np.array_equal(proxies.labels, cscores.labels):
+        bad = int(np.flatnonzero(proxies.labels != cscores.labels)[0])
+        raise ValueError(f"the proxies and the C-scores carry different labels (first at example {bad})")
+
+
+# --------------------------------------------------------------------------- correlations
+
+
+@dataclass
+class CorrelationTable:
+    """Rank correlations of proxies with the C-score, overall (group "all") and per class.
+
+    Attributes
+    ----------
+    proxies : list of str
+    groups : list of str
+        "all", then one entry per class (class names when known).
+    n : int64 [P, G]
+        Pairs used (examples where both the proxy and the C-score are finite).
+    spearman, spearman_low, spearman_high, kendall, kendall_low, kendall_high : float64 [P, G]
+        Point estimates and the bounds of the bootstrap intervals (NaN when undefined).
+    meta : dict
+        n_boot, seed, confidence, the C-scores' split-half reliability, data set name.
+    """
+
+    proxies: list[str]
+    groups: list[str]
+    n: np.ndarray
+    spearman: np.ndarray
+    spearman_low: np.ndarray
+    spearman_high: np.ndarray
+    kendall: np.ndarray
+    kendall_low: np.ndarray
+    kendall_high: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    _ARRAYS = ("n", "spearman", "spearman_low", "spearman_high", "kendall", "kendall_low", "kendall_high")
+
+    def __post_init__(self) -> None:
+        self.proxies, self.groups = list(self.proxies), list(self.groups)
+        shape = (len(self.proxies), len(self.groups))
+        for name in self._ARRAYS:
+            arr = np.asarray(getattr(self, name), dtype=np.int64 if name == "n" else np.float64)
+            if arr.shape != shape:
+                raise ValueError(f"{name} has shape {arr.shape}, expected {shape} (proxies x groups)")
+            setattr(self, name, arr)
+
+    def to_frame(self):
+        """Long DataFrame: one row per (proxy, group) with n and the estimates and their intervals."""
+        import pandas as pd
+
+        rows = {"proxy": np.repeat(self.proxies, len(self.groups)), "group": np.tile(self.groups, len(self.proxies))}
+        rows.update({name: getattr(self, name).ravel() for name in self._ARRAYS})
+        return pd.DataFrame(rows)
+
+    def overall(self):
+        """DataFrame of the "all" group, indexed by proxy, best Spearman first."""
+        df = self.to_frame()
+        df = df[df["group"] == "all"].drop(columns="group").set_index("proxy")
+        return df.sort_values("spearman", ascending=False, na_position="last")
+
+    def per_class(self, stat: str = "spearman"):
+        """DataFrame proxies x groups of one statistic ("spearman" or "kendall")."""
+        import pandas as pd
+
+        if stat not in _STATS:
+            raise ValueError(f"stat must be one of {_STATS}, got {stat!r}")
+        return pd.DataFrame(getattr(self, stat), index=pd.Index(self.proxies, name="proxy"), columns=self.groups)
+
+    def to_string(self) -> str:
+        """The overall table as fixed-width text, for terminals."""
+        conf = int(round(100 * self.meta.get("confidence", 0.95)))
+        lines = [f"{'proxy':<28} {'Spearman':>8}  {conf}% interval     {'Kendall':>8}  {conf}% interval"]
+        for name, r in self.overall().iterrows():
+            lines.append(f"{name:<28} {r.spearman:8.3f}  [{r.spearman_low:6.3f}, {r.spearman_high:6.3f}]  "
+                         f"{r.kendall:8.3f}  [{r.kendall_low:6.3f}, {r.kendall_high:6.3f}]")
+        rel = self.meta.get("reliability", float("nan"))
+        lines.append(f"(n = {int(self.n[:, 0].max()) if self.n.size else 0} examples, {self.meta.get('n_boot')} bootstrap "
+                     f"resamples; C-score split-half reliability {rel:.3f})")
+        return "\n".join(lines)
+
+    def save(self, path: str | Path) -> Path:
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        return save_npz(path, CORR_FORMAT, arrays, {"proxies": self.proxies, "groups": self.groups, "meta": self.meta})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CorrelationTable":
+        arrays, info = load_npz(path, CORR_FORMAT)
+        return cls(info["proxies"], info["groups"], meta=info["meta"], **arrays)
+
+    def __repr__(self) -> str:
+        return f"CorrelationTable(proxies={len(self.proxies)}, groups={len(self.groups)}, n_boot={self.meta.get('n_boot')})"
+
+    def _repr_html_(self) -> str:
+        rel = self.meta.get("reliability", float("nan"))
+        notes = [f"{self.meta.get('n_boot')} bootstrap resamples, {int(100 * self.meta.get('confidence', 0.95))}% "
+                 f"percentile intervals; C-score split-half reliability {rel:.3f}",
+                 "per-class values: .per_class(); all rows: .to_frame()"]
+        return html_table(f"Rank correlation with the C-score ({self.meta.get('dataset', '')})", self.overall(), notes)
+
+
+def correlate(
+    proxies: ProxyTable | Mapping[str, Any],
+    cscores: CScores,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    per_class: bool = True,
+    confidence: float = 0.95,
+) -> CorrelationTable:
+    """Spearman and Kendall rank correlations of every proxy with the C-scores.
+
+    Parameters
+    ----------
+    proxies : ProxyTable or dict of str to array [N]
+    cscores : CScores
+        Their labels define the classes of the per-class rows.
+    n_boot : int, default 1000
+        Bootstrap resamples (of examples, with replacement) per proxy and group; 0 skips
+        the intervals (NaN).
+    seed : int, default 0
+        Every proxy of a group sees the same resamples.
+    per_class : bool, default True
+        Also compute the correlations within each class.
+    confidence : float, default 0.95
+        Coverage of the percentile intervals.
+
+    Returns
+    -------
+    CorrelationTable
+
+    Raises
+    ------
+    ValueError
+        Length mismatch between proxies and scores, proxies and scores from different
+        data, bad ``n_boot`` or ``confidence``.
+
+    Notes
+    -----
+    Pairs where either value is not finite are left out (``n`` says how many remain).
+    Correlations are NaN when fewer than 3 pairs remain or a side is constant.
+    """
+    if not isinstance(cscores, CScores):
+        raise TypeError(f"cscores must be a CScores, got {type(cscores).__name__}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    _check_same_data(proxies, cscores)
+    values = _as_scores(proxies, len(cscores))
+    c = cscores.scores
+    groups: list[tuple[str, np.ndarray]] = [("all", np.ones(len(cscores), dtype=bool))]
+    if per_class:
+        names = proxies.class_names if isinstance(proxies, ProxyTable) else ()
+        for k in np.unique(cscores.labels):
+            groups.append((names[k] if k < len(names) else str(int(k)), cscores.labels == k))
+    shape = (len(values), len(groups))
+    res = {name: np.full(shape, np.nan) for name in CorrelationTable._ARRAYS}
+    res["n"] = np.zeros(shape, dtype=np.int64)
+    tail = 100 * (1 - confidence) / 2
+    for g, (_, member) in enumerate(groups):
+        for p, a in enumerate(values.values()):
+            ok = member & np.isfinite(a) & np.isfinite(c)
+            x, y = a[ok], c[ok]
+            res["n"][p, g] = x.size
+            res["spearman"][p, g], res["kendall"][p, g] = _point(x, y)
+            if n_boot and np.isfinite(res["spearman"][p, g]):
+                boot = bootstrap_rank_correlations(x, y, n_boot=n_boot, seed=np.random.default_rng([seed, g]))
+                for s, stat in enumerate(_STATS):
+                    col = boot[:, s][np.isfinite(boot[:, s])]
+                    if col.size:
+                        res[f"{stat}_low"][p, g], res[f"{stat}_high"][p, g] = np.percentile(col, [tail, 100 - tail])
+    meta = {"n_boot": n_boot, "seed": seed, "confidence": confidence, "reliability": float(cscores.reliability),
+            "dataset": cscores.dataset or (proxies.dataset if isinstance(proxies, ProxyTable) else "")}
+    return CorrelationTable(list(values), [name for name, _ in groups], meta=meta, **res)
+
+
+# --------------------------------------------------------------------------- label-noise detection
+
+
+@dataclass
+class DetectionTable:
+    """How well each score ranks flipped labels first (low score = suspect).
+
+    Attributes
+    ----------
+    scores : list of str
+    auroc, average_precision, precision_at_k : float64 [S]
+    meta : dict
+        ``k`` (= number flipped), ``n`` (examples), ``prevalence`` (the average precision
+        and precision at k of a random ranking).
+    """
+
+    scores: list[str]
+    auroc: np.ndarray
+    average_precision: np.ndarray
+    precision_at_k: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    _ARRAYS = ("auroc", "average_precision", "precision_at_k")
+
+    def __post_init__(self) -> None:
+        self.scores = list(self.scores)
+        for name in self._ARRAYS:
+            arr = np.asarray(getattr(self, name), dtype=np.float64)
+            if arr.shape != (len(self.scores),):
+                raise ValueError(f"{name} has shape {arr.shape}, expected ({len(self.scores)},)")
+            setattr(self, name, arr)
+
+    def to_frame(self):
+        """DataFrame indexed by score name, best AUROC first."""
+        import pandas as pd
+
+        df = pd.DataFrame({name: getattr(self, name) for name in self._ARRAYS},
+                          index=pd.Index(self.scores, name="score"))
+        return df.sort_values("auroc", ascending=False)
+
+    def to_string(self) -> str:
+        lines = [f"{'score':<28} {'AUROC':>7} {'AP':>7} {'P@k':>7}"]
+        for name, r in self.to_frame().iterrows():
+            lines.append(f"{name:<28} {r.auroc:7.3f} {r.average_precision:7.3f} {r.precision_at_k:7.3f}")
+        lines.append(f"({self.meta.get('k')} flipped of {self.meta.get('n')}; a random ranking has AUROC 0.5, "
+                     f"AP and P@k {self.meta.get('prevalence', float('nan')):.3f})")
+        return "\n".join(lines)
+
+    def save(self, path: str | Path) -> Path:
+        return save_npz(path, DETECT_FORMAT, {n: getattr(self, n) for n in self._ARRAYS},
+                        {"scores": self.scores, "meta": self.meta})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DetectionTable":
+        arrays, info = load_npz(path, DETECT_FORMAT)
+        return cls(info["scores"], meta=info["meta"], **arrays)
+
+    def __repr__(self) -> str:
+        return f"DetectionTable(scores={len(self.scores)}, flipped={self.meta.get('k')}, examples={self.meta.get('n')})"
+
+    def _repr_html_(self) -> str:
+        note = (f"{self.meta.get('k')} flipped of {self.meta.get('n')}; low score = suspect; random ranking: "
+                f"AUROC 0.5, AP and P@k {self.meta.get('prevalence', float('nan')):.3f}")
+        return html_table("Label-noise detection", self.to_frame(), [note])
+
+
+def _suspicion_ranks(score: np.ndarray) -> np.ndarray:
+    """Average ranks of -score (higher = more suspect); NaN and -inf rank as most suspect."""
+    from scipy.stats import rankdata
+
+    return rankdata(-np.nan_to_num(score, nan=-np.inf, posinf=np.inf, neginf=-np.inf))
+
+
+def detect_label_noise(
+    scores: ProxyTable | Mapping[str, Any] | CScores,
+    flipped_mask: np.ndarray,
+    *,
+    cscores: CScores | None = None,
+) -> DetectionTable:
+    """AUROC, average precision and precision at k of each score for finding flipped labels.
+
+    Parameters
+    ----------
+    scores : ProxyTable, CScores or dict of str to array [N]
+        Oriented like the C-score: a **low** score marks an example as suspect.
+    flipped_mask : bool array [N]
+        True where the label was flipped (as returned by ``inject_label_noise``).
+    cscores : CScores, optional
+        Added as a score named "cscore".
+
+    Returns
+    -------
+    DetectionTable
+
+    Raises
+    ------
+    ValueError
+        A mask that is not boolean, of the wrong length, with no flipped or no clean
+        example; scores of the wrong length.
+
+    Notes
+    -----
+    Precision at k counts the flipped among the k lowest scores, k = number flipped;
+    ties at the cut share the places (each tied example counts by the fraction of the
+    tie that fits). NaN scores rank as most suspect.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    mask = np.asarray(flipped_mask)
+    if mask.dtype != np.bool_:
+        raise ValueError(f"flipped_mask must be a boolean array, got dtype {mask.dtype}")
+    if mask.ndim != 1:
+        raise ValueError(f"flipped_mask must be 1-D, got shape {mask.shape}")
+    n, k = mask.shape[0], int(mask.sum())
+    if k == 0 or k == n:
+        raise ValueError(f"flipped_mask must mark some but not all examples as flipped, got {k} of {n}")
+    values = _as_scores(scores, n)
+    if cscores is not None:
+        if len(cscores) != n:
+            raise ValueError(f"cscores has {len(cscores)} examples but flipped_mask has {n}: lengths must match")
+        values = {"cscore": cscores.scores, **values}
+    auroc, ap, pk = [], [], []
+    for a in values.values():
+        r = _suspicion_ranks(a)
+        auroc.append(roc_auc_score(mask, r))
+        ap.append(average_precision_score(mask, r))
+        pk.append(_precision_at_k(r, mask, k))
+    meta = {"k": k, "n": n, "prevalence": k / n}
+    return DetectionTable(list(values), np.array(auroc), np.array(ap), np.array(pk), meta)
+
+
+def _precision_at_k(suspicion: np.ndarray, mask: np.ndarray, k: int) -> float:
+    """Expected share of flipped among the k most suspect, ties at the cut broken at random."""
+    order = np.sort(suspicion)[::-1]
+    cut = order[k - 1]
+    above = suspicion > cut
+    tied = suspicion == cut
+    room = k - int(above.sum())
+    return float((mask[above].sum() + room * mask[tied].mean()) / k)
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+def split_half(a: np.ndarray | CScores, b: np.ndarray | CScores) -> float:
+    """Spearman correlation of two estimates of the same per-example scores.
+
+    With two C-score estimates from disjoint runs this is the split-half reliability,
+    the ceiling a proxy's correlation with a single estimate is read against.
+
+    Raises
+    ------
+    ValueError
+        Different lengths.
+    """
+    x = a.scores if isinstance(a, CScores) else np.asarray(a, dtype=np.float64)
+    y = b.scores if isinstance(b, CScores) else np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"the two estimates must be 1-D of one length, got shapes {x.shape} and {y.shape}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    return _point(x[ok], y[ok])[0]

@@ -1,0 +1,140 @@
+"""Neighbour baselines for the C-score: k-NN label agreement and the local outlier factor.
+
+Both are oriented like the C-score, **higher = more regular**:
+
+``knn_agreement``
+    The share of an example's ``k`` nearest neighbours (Euclidean, the example
+    itself excluded by index, so exact duplicates of it do count) that carry its
+    label. In ``[0, 1]``; label-aware.
+``local_outlier_factor``
+    The *negated* local outlier factor of Breunig et al. (2000), as
+    scikit-learn's ``LocalOutlierFactor.negative_outlier_factor_``: about ``-1``
+    for points as dense as their neighbours, much lower for outliers.
+    Label-agnostic.
+
+scikit-learn does the neighbour searches; this module validates once and orients.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+
+__all__ = ["knn_agreement", "local_outlier_factor"]
+
+
+def check_features(features, name: str = "features") -> np.ndarray:
+    """Validate a 2-D finite real array of at least 2 rows; return it as C-contiguous float32 or float64.
+
+    Parameters
+    ----------
+    features : array_like, shape (N, d)
+    name : str
+        How the argument is called in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 unless the input was already float32.
+    """
+    arr = np.asarray(features)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [N, d], got shape {arr.shape}")
+    if arr.shape[0] < 2 or arr.shape[1] < 1:
+        raise ValueError(f"{name} needs at least 2 rows and 1 column, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32 if arr.dtype == np.float32 else np.float64)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{name} contain NaN or infinite values in {int(bad.sum())} rows (first at index {int(np.argmax(bad))})")
+    return arr
+
+
+def check_labels(labels, n: int, name: str = "labels") -> np.ndarray:
+    """Validate 1-D integer labels of length ``n``; return int64."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must be 1-D with one entry per example ({n}), got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_k(k, n: int, name: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, Integral):
+        raise TypeError(f"{name} must be an integer, got {k!r}")
+    if not 1 <= k < n:
+        raise ValueError(f"{name}={k} is out of range: need 1 <= {name} < N = {n} (the example itself is not a neighbour)")
+    return int(k)
+
+
+def knn_agreement(features, labels, *, k: int = 10) -> np.ndarray:
+    """Share of each example's ``k`` nearest neighbours that carry its label.
+
+    Parameters
+    ----------
+    features : array_like, shape (N, d)
+        Finite real features (inputs flattened, or hidden representations).
+    labels : array_like of int, shape (N,)
+    k : int, default 10
+        Neighbours per example, ``1 <= k < N``. The example itself is excluded
+        by index; exact duplicates of it count as neighbours. Ties in distance
+        are broken as scikit-learn's search breaks them.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``[N]`` in ``[0, 1]``; higher = more regular.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, non-finite features, ``k`` out of range.
+
+    See Also
+    --------
+    local_outlier_factor : the label-agnostic neighbour baseline.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    x = check_features(features)
+    y = check_labels(labels, x.shape[0])
+    k = _check_k(k, x.shape[0], "k")
+    # kneighbors() without a query excludes each point from its own neighbours
+    idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(return_distance=False)
+    return (y[idx] == y[:, None]).mean(axis=1)
+
+
+def local_outlier_factor(features, *, n_neighbors: int = 20) -> np.ndarray:
+    """Negated local outlier factor of every example (higher = more regular).
+
+    Parameters
+    ----------
+    features : array_like, shape (N, d)
+        Finite real features.
+    n_neighbors : int, default 20
+        Neighbourhood size of the LOF, ``1 <= n_neighbors < N``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``[N]``: ``-LOF``, i.e. scikit-learn's ``negative_outlier_factor_``;
+        about -1 for inliers, lower for outliers.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, non-finite features, ``n_neighbors`` out of range.
+
+    See Also
+    --------
+    knn_agreement : the label-aware neighbour baseline.
+    """
+    from sklearn.neighbors import LocalOutlierFactor
+
+    x = check_features(features)
+    n_neighbors = _check_k(n_neighbors, x.shape[0], "n_neighbors")
+    lof = LocalOutlierFactor(n_neighbors=n_neighbors).fit(x)
+    return np.asarray(lof.negative_outlier_factor_, dtype=np.float64)

@@ -1,0 +1,73 @@
+"""k-NN label agreement and LOF against brute-force NumPy references."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cscore_lab.proxies.neighbors import knn_agreement, local_outlier_factor
+
+
+def brute_knn_agreement(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nn = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return (y[nn] == y[:, None]).mean(axis=1)
+
+
+def brute_lof(x: np.ndarray, k: int) -> np.ndarray:
+    """Breunig et al.'s LOF, written out (no ties in the data it is used on)."""
+    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    nn = np.argsort(d, axis=1)[:, :k]
+    kdist = np.take_along_axis(d, nn, axis=1)[:, -1]
+    reach = np.maximum(np.take_along_axis(d, nn, axis=1), kdist[nn])
+    lrd = 1.0 / reach.mean(axis=1)
+    return lrd[nn].mean(axis=1) / lrd
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(5, 60), d=st.integers(1, 6), k=st.integers(1, 8), classes=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_knn_agreement_matches_brute_force(n, d, k, classes, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))  # continuous: no distance ties
+    y = rng.integers(0, classes, size=n)
+    k = min(k, n - 1)
+    np.testing.assert_allclose(knn_agreement(x, y, k=k), brute_knn_agreement(x, y, k))
+
+
+def test_knn_agreement_counts_duplicates_but_not_self():
+    x = np.array([[0.0], [0.0], [10.0], [10.1]])
+    y = np.array([0, 1, 1, 1])
+    # example 0's nearest neighbour is its duplicate, example 1, which has another label
+    np.testing.assert_allclose(knn_agreement(x, y, k=1), [0.0, 0.0, 1.0, 1.0])
+
+
+def test_lof_matches_brute_force_and_is_negated():
+    rng = np.random.default_rng(3)
+    x = np.vstack([rng.normal(size=(80, 3)), [[8.0, 8.0, 8.0]]])
+    got = local_outlier_factor(x, n_neighbors=10)
+    np.testing.assert_allclose(got, -brute_lof(x, 10), rtol=1e-6)
+    assert np.argmin(got) == 80  # the outlier is the least regular
+
+
+@pytest.mark.parametrize("k", [0, 5, 9])
+def test_k_out_of_range(k):
+    x = np.random.default_rng(0).normal(size=(5, 2))
+    with pytest.raises(ValueError, match="k=.* out of range"):
+        knn_agreement(x, np.zeros(5, dtype=int), k=k)
+    with pytest.raises(ValueError, match="n_neighbors=.* out of range"):
+        local_outlier_factor(x, n_neighbors=k)
+
+
+def test_bad_inputs_are_named():
+    x = np.random.default_rng(0).normal(size=(6, 2))
+    with pytest.raises(ValueError, match="labels must be 1-D with one entry per example"):
+        knn_agreement(x, np.zeros(5, dtype=int))
+    with pytest.raises(TypeError, match="integer dtype"):
+        knn_agreement(x, np.zeros(6), k=2)
+    x[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite .* index 2"):
+        knn_agreement(x, np.zeros(6, dtype=int), k=2)
+    with pytest.raises(ValueError, match="2-D"):
+        local_outlier_factor(np.zeros(6))

@@ -1,0 +1,151 @@
+"""compute_proxies end to end on a small digits subset, the ProxyTable, and the `proxies` CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+from cscore_lab import cli
+from cscore_lab.data import load_digits
+from cscore_lab.holdout import estimate
+from cscore_lab.proxies.dynamics import DYNAMICS_PROXIES, FeatureRecorder
+from cscore_lab.proxies.suite import ProxyTable, compute_proxies
+from cscore_lab.recipes import Plan, Recipe
+from cscore_lab.trainer import model_seeds, prepare_inputs, train_group
+
+RECIPE = Recipe(name="tiny", hidden=(24,), learning_rate=0.1, batch_size=16, epochs=3)
+N = 240
+
+
+def brute_kde(x: np.ndarray, y: np.ndarray, h: float) -> dict[str, np.ndarray]:
+    d2 = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    k = np.exp(-d2 / h**2)
+    np.fill_diagonal(k, 0.0)
+    same = y[:, None] == y[None, :]
+    density, same_label = k.sum(1) / len(x), (k * same).sum(1) / len(x)
+    return {"density": density, "same_label": same_label, "signed": 2 * same_label - density}
+
+
+def brute_knn(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    d2 = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    return (y[np.argsort(d2, axis=1, kind="stable")[:, :k]] == y[:, None]).mean(1)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_digits().subset(np.arange(N), name="digits-small")
+
+
+@pytest.fixture(scope="module")
+def table(small):
+    return compute_proxies(small, RECIPE, runs=2, epochs_for_features=(1, 3), knn_k=5, lof_neighbors=10, seed=3)
+
+
+def test_columns_and_metadata(table, small):
+    expected = (["kde_input_density", "kde_input_same_label", "kde_input_signed", "knn_input", "lof_input"]
+                + list(DYNAMICS_PROXIES)
+                + [f"{fam}_hidden_e{e}{kind}" for e in (1, 3)
+                   for fam, kind in [("kde", "_density"), ("kde", "_same_label"), ("kde", "_signed"), ("knn", ""), ("lof", "")]])
+    assert table.names == expected
+    assert all(v.shape == (N,) and np.isfinite(v).all() for v in table.values.values())
+    assert table.dataset == "digits-small" and table.fingerprint == small.fingerprint
+    assert table.meta["feature_epochs"] == [1, 3] and table.meta["runs"] == 2
+    assert len(table.meta["bandwidths"]["kde_hidden_e3"]["bandwidth"]) == 2
+    assert table.meta["bandwidths"]["kde_input"]["rule"] == "median"
+    assert len(table.meta["train_accuracy"]) == 2 and min(table.meta["train_accuracy"]) > 0.8
+
+
+def test_input_space_proxies_match_brute_force(table, small):
+    x = small.inputs / small.value_range  # the recipe's "range" scaling
+    h = table.meta["bandwidths"]["kde_input"]["bandwidth"][0]
+    ref = brute_kde(x, small.labels, h)
+    for kind in ("density", "same_label", "signed"):
+        np.testing.assert_allclose(table[f"kde_input_{kind}"], ref[kind], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(table["knn_input"], brute_knn(x, small.labels, 5))
+
+
+def test_hidden_proxies_are_per_run_then_averaged(table, small):
+    x, y = prepare_inputs(small, RECIPE, torch.device("cpu"))
+    rec = FeatureRecorder(x, [3])
+    train_group(x, y, [np.arange(N)] * 2, RECIPE, [model_seeds(3, 1.0, r) for r in range(2)], num_classes=10,
+                callbacks=[rec])
+    hs = table.meta["bandwidths"]["kde_hidden_e3"]["bandwidth"]
+    refs = [brute_kde(f, small.labels, h) for f, h in zip(rec.features[3], hs)]
+    np.testing.assert_allclose(table["kde_hidden_e3_same_label"], (refs[0]["same_label"] + refs[1]["same_label"]) / 2,
+                               rtol=1e-4, atol=1e-7)
+    knn = (brute_knn(rec.features[3][0], small.labels, 5) + brute_knn(rec.features[3][1], small.labels, 5)) / 2
+    np.testing.assert_allclose(table["knn_hidden_e3"], knn)
+
+
+def test_families_and_spaces_select(small):
+    t = compute_proxies(small, RECIPE, families=["knn"], spaces=["input"], knn_k=3)
+    assert t.names == ["knn_input"] and "train_accuracy" not in t.meta  # nothing trained
+    t = compute_proxies(small, RECIPE, families=["dynamics"], spaces=[])
+    assert t.names == list(DYNAMICS_PROXIES)
+
+
+def test_bandwidth_scale(small, table):
+    t = compute_proxies(small, RECIPE, families=["kde"], spaces=["input"], bandwidth_scale=0.5, seed=3)
+    bw = t.meta["bandwidths"]["kde_input"]
+    assert bw["rule"] == "0.5 x median"
+    assert bw["bandwidth"][0] == pytest.approx(0.5 * table.meta["bandwidths"]["kde_input"]["bandwidth"][0])
+    ref = brute_kde(small.inputs / small.value_range, small.labels, bw["bandwidth"][0])
+    np.testing.assert_allclose(t["kde_input_signed"], ref["signed"], rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="bandwidth_scale must be a positive"):
+        compute_proxies(small, RECIPE, families=["kde"], spaces=["input"], bandwidth_scale=0)
+
+
+def test_errors(small):
+    with pytest.raises(ValueError, match="unknown proxy families \\['knm'\\]"):
+        compute_proxies(small, RECIPE, families=["knm"])
+    with pytest.raises(ValueError, match="integers in 1..3"):
+        compute_proxies(small, RECIPE, epochs_for_features=[4])
+    with pytest.raises(ValueError, match="runs must be a positive integer"):
+        compute_proxies(small, RECIPE, runs=0)
+    with pytest.raises(ValueError, match="unknown preset"):
+        compute_proxies(small, "nope")
+    with pytest.raises(ValueError, match=r"knn_k=300 is out of range"):
+        compute_proxies(small, RECIPE, families=["knn"], spaces=["input"], knn_k=300)
+
+
+def test_table_round_trip_and_views(table, tmp_path):
+    path = table.save(tmp_path / "proxies")
+    assert path.suffix == ".npz"
+    back = ProxyTable.load(path)
+    assert back.names == table.names and back.meta == table.meta and back.class_names == table.class_names
+    for name in table.names:
+        np.testing.assert_array_equal(back[name], table[name])
+    df = table.to_frame()
+    assert list(df.columns) == ["label", *table.names] and len(df) == N
+    assert "cum_accuracy" in table._repr_html_() and "higher = more regular" in table._repr_html_()
+    assert table.select(["knn_input", "cum_accuracy"]).names == ["knn_input", "cum_accuracy"]
+    with pytest.raises(ValueError, match="unknown proxy names \\['nope'\\]"):
+        table.select(["nope"])
+    with pytest.raises(KeyError, match="no proxy 'nope'"):
+        table["nope"]
+    with pytest.raises(ValueError, match="proxy 'a' has shape \\(3,\\), expected \\(4,\\)"):
+        ProxyTable({"a": np.zeros(3)}, np.zeros(4, dtype=int))
+
+
+def test_cli_proxies_against_a_run(tmp_path, capsys):
+    """`cscore-lab proxies --run DIR` on a small real estimate of noisy digits prints both tables."""
+    ds, mask = cli.load_dataset_from_args(type("A", (), {"dataset": "digits", "data": None, "label_noise": 0.1, "seed": 0})())
+    run = tmp_path / "run"
+    fast = Recipe(name="fast", hidden=(16,), learning_rate=0.05, batch_size=64, epochs=2)
+    estimate(ds, fast, Plan(ratios=(0.5,), runs=4, shard_size=4), out=run)
+    np.save(run / "flipped.npy", mask)
+    code = cli.main(["proxies", "--run", str(run), "--label-noise", "0.1", "--families", "dynamics", "knn",
+                     "--spaces", "input", "--n-boot", "20", "--no-progress", "--save", str(tmp_path / "p.npz")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Rank correlation with the C-scores" in out and "cum_accuracy" in out and "knn_input" in out
+    assert "Finding the flipped labels" in out and "cscore" in out
+    assert ProxyTable.load(tmp_path / "p.npz").meta["recipe"]["name"] == "fast"
+    # a saved CScores file instead of a run folder
+    assert cli.main(["proxies", "--cscores", str(run / "cscores.npz"), "--label-noise", "0.1", "--families", "knn",
+                     "--spaces", "input", "--n-boot", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "cscores.npz:" in out and "knn_input" in out and "Finding the flipped labels" in out
+    # other data than the run's is refused with one line
+    assert cli.main(["proxies", "--run", str(run), "--no-progress"]) == 2
+    assert "estimated on other data" in capsys.readouterr().err
