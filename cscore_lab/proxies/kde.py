@@ -13,7 +13,7 @@ dividing by ``N``:
     ``(1/N) * sum_j (2 * 1[y_j == y_i] - 1) * K(F_i, F_j)``
     (equal to ``2 * same_label - density``)
 
-All three lie in ``[0, (N - 1) / N]`` except ``signed``, which lies in
+``density`` and ``same_label`` lie in ``[0, (N - 1) / N]`` and ``signed`` in
 ``[-(N - 1) / N, (N - 1) / N]``.
 
 How the hot path works
@@ -27,9 +27,9 @@ exponential with a vectorisable polynomial and adds each kernel value both to
 the row's and to the column's float64 accumulators (on the diagonal tiles only
 the strict upper triangle ``j > i`` is evaluated, so ``j == i`` never
 contributes).  A small pool of Python threads shares the tile pairs
-(static round-robin, so results are bit-reproducible for a given ``tile`` and
-``n_threads``), each thread with its own accumulators and with BLAS limited to one thread
-(``threadpoolctl``), which avoids the spin-waiting fights between thread pools
+(static round-robin, so results are bit-reproducible for a given ``tile``
+and ``n_threads``), each thread with its own accumulators and with BLAS
+limited to one thread (``threadpoolctl``), which avoids the spin-waiting fights between thread pools
 described in ``shared/notes/performance.md``.  Memory beyond the input is
 ``O(N * d)`` for one centred float32 copy plus ``O(tile**2 + N)`` per thread.
 
