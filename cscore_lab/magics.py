@@ -113,16 +113,16 @@ class CScoreSession:
     def analysis(self, name: str | None = None, *, data: str | Path | None = None) -> Analysis:
         """The record of data set ``name`` (default: the one used last, else digits), loading it if new.
 
-        ``name`` is looked up among the session's data sets (noisy copies, loaded runs), then as a
-        variable holding a :class:`Dataset`, then among the loadable :data:`~cscore_lab.data.DATASETS`
-        (``data`` is the path those need).
+        ``name`` is looked up as a variable holding a :class:`Dataset` (the session's record of the
+        same data is kept), then among the session's data sets (noisy copies, loaded runs), then
+        among the loadable :data:`~cscore_lab.data.DATASETS` (``data`` is the path those need).
         """
         if name is None:
             name = self.current or "digits"
         var = self.namespace.get(name)
         if isinstance(var, Dataset) and data is None:
             rec = self.analyses.get(name)
-            if rec is None or rec.dataset is not var:
+            if rec is None or (rec.dataset is not var and rec.dataset.fingerprint != var.fingerprint):
                 rec = next((r for r in self.analyses.values() if r.dataset is var), None) or Analysis(var)
                 self.analyses[name] = rec
             self.current = name
@@ -247,17 +247,21 @@ class CScoreSession:
     def status(self) -> list[str]:
         """One line per estimation of this session."""
         lines = []
-        for name, rec in self.analyses.items():
-            if rec.estimation is not None and rec.dataset.name == name:
+        for rec in self._records():
+            if rec.estimation is not None:
                 line = rec.monitor.text() if rec.monitor is not None else rec.estimation.progress.line()
-                lines.append(f"{name}: {line} [{rec.run_folder}]")
+                lines.append(f"{rec.dataset.name}: {line} [{rec.run_folder}]")
         return lines
+
+    def _records(self) -> list[Analysis]:
+        """Each record once (a data set can be known under several names)."""
+        return list({id(r): r for r in self.analyses.values()}.values())
 
     def stop(self, dataset: str | None = None, *, all: bool = False) -> list[str]:
         """Stop running estimations: that of ``dataset``, every one with ``all``, else the current one
         (or every one when the current is not running). The shard in flight is dropped, finished shards
         stay. Returns one line per stopped run."""
-        running = [r for r in {id(r): r for r in self.analyses.values()}.values() if r.running]
+        running = [r for r in self._records() if r.running]
         if dataset is not None and not all:
             targets = [self.analysis(dataset)]
         elif not all and self.current in self.analyses and self.analyses[self.current].running:
@@ -406,6 +410,7 @@ def _dataset_arg(p: argparse.ArgumentParser, data: bool = True) -> None:
     p.add_argument("dataset", nargs="?", default=None, metavar="DATASET",
                    help=f"data set: {', '.join(DATASETS)}, a noisy copy made by %%cscore noise, or a variable "
                         f"holding a Dataset (default: the one used last, digits at first)")
+    p.add_argument("--dataset", dest="dataset_option", metavar="NAME", help="the same as DATASET (as in cscore-lab)")
     if data:
         p.add_argument("--data", metavar="PATH", help="folder or file holding the data set (all but digits)")
 
@@ -600,6 +605,11 @@ class CScoreMagics(Magics):
             args = PARSERS[name][1].parse_args(rest)
         except _HelpShown:
             return None
+        option = getattr(args, "dataset_option", None)
+        if option is not None:
+            if args.dataset not in (None, option):
+                raise UsageError(f"%cscore {name}: two data sets given ({args.dataset!r} and --dataset {option!r})")
+            args.dataset = option
         out = getattr(args, "output", None)
         if out is not None and not out.isidentifier():
             raise UsageError(f"%cscore {name}: -o needs a Python variable name, got {out!r}")

@@ -73,6 +73,7 @@ def test_question_mark_shows_the_full_help(ip, run_cell, capsys):
     ("%cscore load /nonexistent/run", "no run store at /nonexistent/run"),
     ("%cscore wait", "no estimation of digits in this session"),
     ("%cscore estimate --out 'unclosed", "cannot split the line"),
+    ("%cscore estimate digits --dataset mnist", "two data sets given ('digits' and --dataset 'mnist')"),
 ])
 def test_usage_mistakes_are_one_line_usage_errors(ip, run_cell, capsys, line, message):
     with pytest.raises(UsageError) as err:
@@ -129,11 +130,17 @@ def test_noise_makes_a_named_noisy_copy_and_remembers_its_mask(ip, run_cell, dig
     np.testing.assert_array_equal(rec.original_labels, digits.labels)
 
 
+def test_dataset_option_is_the_same_as_the_positional_name(ip, run_cell, tiny_run):
+    run_cell(f"%cscore estimate --dataset digits {TINY} --out {tiny_run[0]} --wait")
+    assert session(ip).current == "digits"
+
+
 def test_a_variable_holding_a_dataset_can_be_named(ip, run_cell, digits):
     ip.user_ns["small"] = digits.subset(np.arange(300), name="digits-300")
     rec = session(ip).prepare("small", ratios=(0.5,), runs=1, monitor=False)
     assert rec.dataset is ip.user_ns["small"]
     assert rec.run_folder.name == "digits-300-digits-mlp-seed0"
+    assert [line.split(":")[0] for line in session(ip).status()] == ["digits-300"]
 
 
 # --------------------------------------------------------------------------- estimation

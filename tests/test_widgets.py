@@ -63,7 +63,9 @@ def test_monitor_redraws_the_histogram_at_most_every_interval(digits):
 
 
 def test_monitor_stop_button_stops_the_run_and_keeps_finished_shards(digits, tmp_path):
-    est = _tiny_estimation(digits, out=tmp_path / "run")
+    from cscore_lab.backends import LocalBackend
+
+    est = _tiny_estimation(digits, out=tmp_path / "run", backend=LocalBackend(workers=1))  # one shard at a time
     monitor = W.RunMonitor(est)
     stopped = []
 

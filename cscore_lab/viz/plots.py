@@ -213,7 +213,8 @@ def consistency_profiles(
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("consistency profiles by C-score group")
-    ax.legend(title="C-score (examples)", fontsize=8, title_fontsize=8, frameon=False, loc="best")
+    ax.legend(title="C-score (examples)", fontsize=8, title_fontsize=8, frameon=False, loc="center left",
+              bbox_to_anchor=(1.01, 0.5))
     return ax
 
 

@@ -175,37 +175,45 @@ class AgreementView(W.VBox):
                  noise_mask: np.ndarray | None = None):
         self.cscores = cscores
         self.noise_mask = noise_mask
-        children: list[W.Widget] = []
         if proxies is None and correlations is None:
             super().__init__([_message("No proxies yet: compute them with %cscore proxies "
                                        "(or pass proxies= and correlations=) to compare them with the C-score.")])
             self.proxy_select = None
             return
+        top: W.Widget | None = None
+        heatmap: W.Widget | None = None
+        best: str | None = None
         if correlations is not None:
-            self.table = W.HTML(f"<div class='cscore-correlations'>{_table_html(correlations)}</div>")
-            children.append(self.table)
+            self.table = W.HTML(f"<div class='cscore-correlations'>{_table_html(correlations)}</div>",
+                                layout=W.Layout(max_height="460px", overflow="auto", flex="0 1 auto"))
             rows, wide = plots.correlation_frames(correlations)
-            figs = []
+            top_children: list[W.Widget] = [self.table]
             if len(rows) and np.isfinite(rows["low"]).any():
-                figs.append(W.Image(value=_png(plots.correlation_intervals, rows["proxy"], rows["value"], rows["low"],
-                                               rows["high"], figsize=(5, 0.32 * len(rows) + 1.2)),
-                                    format="png", layout=W.Layout(width="420px")))
+                top_children.append(W.Image(
+                    value=_png(plots.correlation_intervals, rows["proxy"], rows["value"], rows["low"], rows["high"],
+                               figsize=(5, 0.3 * len(rows) + 1.2)),
+                    format="png", layout=W.Layout(width="400px", flex="0 0 auto")))
+            top = W.HBox(top_children)
             if wide.shape[1] > 1:
-                figs.append(W.Image(value=_png(plots.correlation_heatmap, wide,
-                                               figsize=(0.5 * wide.shape[1] + 3.5, 0.38 * wide.shape[0] + 1.2)),
-                                    format="png", layout=W.Layout(width="560px")))
-            children.append(W.HBox(figs))
+                heatmap = W.Image(value=_png(plots.correlation_heatmap, wide,
+                                             figsize=(0.5 * wide.shape[1] + 3.5, 0.32 * wide.shape[0] + 1.2)),
+                                  format="png", layout=W.Layout(width="540px"))
+            if len(rows) and np.isfinite(rows["value"]).any():
+                best = str(rows["proxy"][int(np.nanargmax(rows["value"].to_numpy()))])
         self.frame = plots.proxy_frame(proxies) if proxies is not None else None
+        scatter_box: W.Widget | None = None
         if self.frame is not None and self.frame.shape[1] and len(self.frame) == len(cscores):
             names = list(map(str, self.frame.columns))
-            self.proxy_select = W.Dropdown(options=names, value=names[0], description="proxy")
-            self.scatter = W.Image(format="png", layout=W.Layout(width="440px"))
+            self.proxy_select = W.Dropdown(options=names, value=best if best in names else names[0],
+                                           description="proxy")
+            self.scatter = W.Image(format="png", layout=W.Layout(width="420px"))
             self.proxy_select.observe(lambda _: self._draw_scatter(), names="value")
             self._draw_scatter()
-            children += [self.proxy_select, self.scatter]
+            scatter_box = W.VBox([self.proxy_select, self.scatter])
         else:
             self.proxy_select = None
-        super().__init__(children)
+        bottom = [w for w in (scatter_box, heatmap) if w is not None]
+        super().__init__([w for w in (top, W.HBox(bottom) if bottom else None) if w is not None])
 
     def _draw_scatter(self) -> None:
         name = self.proxy_select.value
@@ -296,14 +304,15 @@ class Gallery(W.VBox):
                                                                          for k, n in enumerate(names)],
                                        value=-1, description="class")
         self.order = W.ToggleButtons(options=[("lowest", "lowest"), ("highest", "highest"), ("score range", "range")],
-                                     value="lowest", style={"button_width": "90px"})
+                                     value="lowest", style={"button_width": "100px"})
         self.score_range = W.FloatRangeSlider(value=(0.4, 0.6), min=0.0, max=1.0, step=0.01, description="range",
                                               disabled=True, continuous_update=False)
         self.count = W.IntSlider(value=count, min=4, max=96, step=4, description="show", continuous_update=False)
         self.info = W.HTML()
-        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f"repeat({ncols}, 96px)", grid_gap="4px"))
+        self.grid = W.GridBox(layout=W.Layout(grid_template_columns="repeat(auto-fill, 96px)", grid_gap="4px",
+                                              flex="1 1 auto", max_width=f"{ncols * 100}px"))
         self.grid.add_class("cscore-gallery-grid")
-        self.detail = W.VBox(layout=W.Layout(min_width="360px"))
+        self.detail = W.VBox(layout=W.Layout(flex="0 0 380px", min_width="380px"))
         self.detail.add_class("cscore-gallery-detail")
         for w in (self.class_select, self.order, self.score_range, self.count):
             w.observe(lambda _: self.refresh(), names="value")

@@ -1,0 +1,72 @@
+"""Execute notebooks 01-03 top to bottom in a real kernel (nbclient); each ends with a cell of asserts.
+
+They run in one temporary copy of ``notebooks/``, in order, so 02 reuses the run folder of 01 as a user's
+would; each prints how long it took.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="executing notebooks needs nbformat (pip install 'cscore-lab[test]')")
+nbclient = pytest.importorskip("nbclient", reason="executing notebooks needs nbclient (pip install 'cscore-lab[test]')")
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("notebooks")
+    for nb in NOTEBOOKS.glob("0[1-3]-*.ipynb"):
+        shutil.copy(nb, folder / nb.name)
+    return folder
+
+
+def execute(path: Path) -> tuple[nbformat.NotebookNode, float]:
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    t0 = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - t0
+    nbformat.write(nb, path)  # the executed copy stays in the test's folder for inspection
+    print(f"{path.name} executed in {seconds:.0f} s ({path})")
+    return nb, seconds
+
+
+def outputs(nb, kind: str) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if kind in o.get("data", {})]
+
+
+def checks_passed(nb) -> bool:
+    last = nb.cells[-1]
+    return any("all checks passed" in o.get("text", "") for o in last.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_01_quickstart(workdir):
+    nb, _ = execute(workdir / "01-quickstart.ipynb")
+    assert checks_passed(nb)
+    assert len(outputs(nb, WIDGET)) >= 2  # the run monitor and the dashboard
+    assert outputs(nb, "image/png")  # the matplotlib figures
+    assert nb.metadata.get("widgets"), "the widget state is saved with the notebook"
+    assert (workdir / "cscore-runs" / "quickstart-report.html").is_file()
+
+
+@pytest.mark.slow
+def test_02_proxies(workdir):
+    nb, _ = execute(workdir / "02-proxies.ipynb")
+    assert checks_passed(nb)
+    assert len(outputs(nb, "image/png")) >= 3
+
+
+@pytest.mark.slow
+def test_03_mislabeled_examples(workdir):
+    nb, _ = execute(workdir / "03-mislabeled-examples.ipynb")
+    assert checks_passed(nb)
+    assert outputs(nb, WIDGET)  # the gallery
