@@ -77,7 +77,8 @@ def load_dataset_from_args(args: argparse.Namespace):
     return ds, None
 
 
-def print_summary(cs, seconds: float | None = None, out=sys.stdout) -> None:
+def print_summary(cs, seconds: float | None = None, out=None) -> None:
+    out = out or sys.stdout
     s = cs.summary()
     lines = [
         f"examples          {s['examples']}",
@@ -95,7 +96,8 @@ def print_summary(cs, seconds: float | None = None, out=sys.stdout) -> None:
         print("  " + line, file=out)
 
 
-def print_lowest(cs, dataset, k: int = 10, out=sys.stdout) -> None:
+def print_lowest(cs, dataset, k: int = 10, out=None) -> None:
+    out = out or sys.stdout
     print(f"The {k} lowest-scoring examples:", file=out)
     print("  index  label  C-score  std.err", file=out)
     for i in cs.lowest(k):
