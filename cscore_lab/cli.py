@@ -198,7 +198,9 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-# Steps that later parts of the package add to the demo: each takes (cscores, dataset, args, run folder).
+# Steps that later parts of the package add to the demo, run in order after the estimate. Each takes
+# (cscores, dataset, args, run folder, context); ``context`` is a dict in which a step leaves what later
+# steps may use (the proxies step leaves "proxies" and "correlations" for the report).
 DEMO_STEPS: list[Callable] = []
 
 
@@ -214,10 +216,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_summary(cs, time.perf_counter() - t0)
     print()
     print_lowest(cs, ds, 10)
+    if est.progress.state != "finished":
+        print(f"stopped early: {est.progress.line()}; run the same command again to resume")
+        return 1
+    context: dict = {}
     for step in DEMO_STEPS:
         print()
-        step(cs, ds, args, est.out)
-    return 0 if est.progress.state == "finished" else 1
+        step(cs, ds, args, est.out, context)
+    return 0
 
 
 # --------------------------------------------------------------------------- published
@@ -297,10 +303,28 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     return run_proxies_command(args)
 
 
-def _demo_proxies(cs, ds, args, run_folder) -> None:
-    from .proxies.suite import demo_step
+def _demo_proxies(cs, ds, args, run_folder, context: dict) -> None:
+    """Every proxy of the digits set, saved in the run folder, and its correlation with the C-scores."""
+    from .analysis import correlate
+    from .proxies.suite import compute_proxies
+    from .recipes import Recipe
 
-    demo_step(cs, ds, args, run_folder)
+    t0 = time.perf_counter()
+    table = compute_proxies(ds, Recipe.from_dict(cs.meta["recipe"]), device=args.device)
+    table.save(run_folder / "proxies.npz")
+    correlations = correlate(table, cs, n_boot=200, per_class=False)
+    print(f"Cheap proxies ({len(table.names)}, {time.perf_counter() - t0:.1f} s) against the C-scores "
+          f"(Spearman and Kendall with bootstrap 95% intervals; higher = more regular for every proxy):")
+    print(correlations.to_string())
+    context.update(proxies=table, correlations=correlations)
+
+
+def _demo_report(cs, ds, args, run_folder, context: dict) -> None:
+    from .report import write_report
+
+    path = write_report(cs, ds, run_folder / "report.html", proxies=context.get("proxies"),
+                        correlations=context.get("correlations"))
+    print(f"HTML report: {path}")
 
 
 DEMO_STEPS.append(_demo_proxies)  # the demo prints the proxies' correlation table after the C-scores
@@ -353,6 +377,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS.append(("report", _add_report))
+DEMO_STEPS.append(_demo_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
