@@ -289,6 +289,8 @@ def _add_proxies(sub) -> None:
                    help="epochs whose hidden features are used (default: 1, 2 and the last)")
     p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="proxy families (default all)")
     p.add_argument("--spaces", nargs="+", choices=SPACES, default=list(SPACES), help="feature spaces (default both)")
+    p.add_argument("--bandwidth-scale", type=float, default=1.0, metavar="S",
+                   help="kernel bandwidth = S x the median pairwise distance (default 1)")
     p.add_argument("--n-boot", type=int, default=1000, metavar="B", help="bootstrap resamples for the intervals (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the label noise (as in estimate) and of the models (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")

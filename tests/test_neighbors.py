@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cscore_lab.proxies.neighbors import knn_agreement, local_outlier_factor
+from cscore_lab.proxies.neighbors import knn_agreement, local_outlier_factor, nearest_neighbors, neighbor_proxies
 
 
 def brute_knn_agreement(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -51,6 +51,32 @@ def test_lof_matches_brute_force_and_is_negated():
     assert np.argmin(got) == 80  # the outlier is the least regular
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate values are leading to incorrect results:UserWarning")
+def test_lof_matches_scikit_learn_with_duplicates():
+    from sklearn.neighbors import LocalOutlierFactor
+
+    rng = np.random.default_rng(4)
+    x = np.vstack([rng.normal(size=(120, 5)), np.zeros((3, 5))])  # three identical rows
+    for m in (1, 7, 30):
+        ref = LocalOutlierFactor(n_neighbors=m).fit(x).negative_outlier_factor_
+        np.testing.assert_allclose(local_outlier_factor(x, n_neighbors=m), ref, rtol=1e-9)
+
+
+def test_one_search_serves_both():
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(90, 4)), rng.integers(0, 3, size=90)
+    both = neighbor_proxies(x, y, k=5, n_neighbors=12)
+    np.testing.assert_allclose(both["knn"], knn_agreement(x, y, k=5))
+    np.testing.assert_allclose(both["lof"], local_outlier_factor(x, n_neighbors=12))
+    dist, idx = nearest_neighbors(x, 3)
+    assert dist.shape == idx.shape == (90, 3) and (np.diff(dist, axis=1) >= 0).all()
+    assert not (idx == np.arange(90)[:, None]).any()
+    with pytest.raises(ValueError, match="labels are needed"):
+        neighbor_proxies(x, k=3, n_neighbors=None)
+    with pytest.raises(ValueError, match="nothing to compute"):
+        neighbor_proxies(x, y, k=None, n_neighbors=None)
+
+
 @pytest.mark.parametrize("k", [0, 5, 9])
 def test_k_out_of_range(k):
     x = np.random.default_rng(0).normal(size=(5, 2))
@@ -63,7 +89,7 @@ def test_k_out_of_range(k):
 def test_bad_inputs_are_named():
     x = np.random.default_rng(0).normal(size=(6, 2))
     with pytest.raises(ValueError, match="labels must be 1-D with one entry per example"):
-        knn_agreement(x, np.zeros(5, dtype=int))
+        knn_agreement(x, np.zeros(5, dtype=int), k=2)
     with pytest.raises(TypeError, match="integer dtype"):
         knn_agreement(x, np.zeros(6), k=2)
     x[2, 1] = np.nan

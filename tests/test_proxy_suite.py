@@ -135,12 +135,13 @@ def test_cli_proxies_against_a_run(tmp_path, capsys):
     estimate(ds, fast, Plan(ratios=(0.5,), runs=4, shard_size=4), out=run)
     np.save(run / "flipped.npy", mask)
     code = cli.main(["proxies", "--run", str(run), "--label-noise", "0.1", "--families", "dynamics", "knn",
-                     "--spaces", "input", "--n-boot", "20", "--no-progress", "--save", str(tmp_path / "p.npz")])
+                     "--spaces", "input", "--n-boot", "20", "--bandwidth-scale", "0.5", "--no-progress", "--save", str(tmp_path / "p.npz")])
     out = capsys.readouterr().out
     assert code == 0
     assert "Rank correlation with the C-scores" in out and "cum_accuracy" in out and "knn_input" in out
     assert "Finding the flipped labels" in out and "cscore" in out
-    assert ProxyTable.load(tmp_path / "p.npz").meta["recipe"]["name"] == "fast"
+    saved = ProxyTable.load(tmp_path / "p.npz")
+    assert saved.meta["recipe"]["name"] == "fast" and saved.meta["bandwidth_scale"] == 0.5
     # a saved CScores file instead of a run folder
     assert cli.main(["proxies", "--cscores", str(run / "cscores.npz"), "--label-noise", "0.1", "--families", "knn",
                      "--spaces", "input", "--n-boot", "0", "--no-progress"]) == 0

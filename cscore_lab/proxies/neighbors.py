@@ -12,7 +12,9 @@ Both are oriented like the C-score, **higher = more regular**:
     for points as dense as their neighbours, much lower for outliers.
     Label-agnostic.
 
-scikit-learn does the neighbour searches; this module validates once and orients.
+scikit-learn does the neighbour search (once, for both, in :func:`neighbor_proxies`);
+the LOF is computed from it with scikit-learn's formulas, and tested against
+``LocalOutlierFactor`` itself.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from numbers import Integral
 
 import numpy as np
 
-__all__ = ["knn_agreement", "local_outlier_factor"]
+__all__ = ["knn_agreement", "local_outlier_factor", "nearest_neighbors", "neighbor_proxies"]
 
 
 def check_features(features, name: str = "features") -> np.ndarray:
@@ -70,6 +72,31 @@ def _check_k(k, n: int, name: str) -> int:
     return int(k)
 
 
+def nearest_neighbors(features, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and indices of each example's ``k`` nearest neighbours (Euclidean), itself excluded.
+
+    Parameters
+    ----------
+    features : array_like, shape (N, d)
+        Finite real features.
+    k : int
+        ``1 <= k < N``. The example itself is excluded by index; exact duplicates of it
+        count as neighbours. Ties in distance are broken as scikit-learn's search breaks them.
+
+    Returns
+    -------
+    distances : float64 [N, k], ascending along each row
+    indices : int64 [N, k]
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    x = check_features(features)
+    k = _check_k(k, x.shape[0], "k")
+    # kneighbors() without a query excludes each point from its own neighbours
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors()
+    return dist.astype(np.float64, copy=False), idx.astype(np.int64, copy=False)
+
+
 def knn_agreement(features, labels, *, k: int = 10) -> np.ndarray:
     """Share of each example's ``k`` nearest neighbours that carry its label.
 
@@ -79,9 +106,7 @@ def knn_agreement(features, labels, *, k: int = 10) -> np.ndarray:
         Finite real features (inputs flattened, or hidden representations).
     labels : array_like of int, shape (N,)
     k : int, default 10
-        Neighbours per example, ``1 <= k < N``. The example itself is excluded
-        by index; exact duplicates of it count as neighbours. Ties in distance
-        are broken as scikit-learn's search breaks them.
+        Neighbours per example, ``1 <= k < N`` (see :func:`nearest_neighbors`).
 
     Returns
     -------
@@ -95,16 +120,9 @@ def knn_agreement(features, labels, *, k: int = 10) -> np.ndarray:
 
     See Also
     --------
-    local_outlier_factor : the label-agnostic neighbour baseline.
+    neighbor_proxies : this and the LOF from one neighbour search.
     """
-    from sklearn.neighbors import NearestNeighbors
-
-    x = check_features(features)
-    y = check_labels(labels, x.shape[0])
-    k = _check_k(k, x.shape[0], "k")
-    # kneighbors() without a query excludes each point from its own neighbours
-    idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(return_distance=False)
-    return (y[idx] == y[:, None]).mean(axis=1)
+    return neighbor_proxies(features, labels, k=k, n_neighbors=None)["knn"]
 
 
 def local_outlier_factor(features, *, n_neighbors: int = 20) -> np.ndarray:
@@ -120,8 +138,8 @@ def local_outlier_factor(features, *, n_neighbors: int = 20) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        float64 ``[N]``: ``-LOF``, i.e. scikit-learn's ``negative_outlier_factor_``;
-        about -1 for inliers, lower for outliers.
+        float64 ``[N]``: ``-LOF``, as scikit-learn's ``LocalOutlierFactor(n_neighbors)
+        .negative_outlier_factor_``; about -1 for inliers, lower for outliers.
 
     Raises
     ------
@@ -130,11 +148,59 @@ def local_outlier_factor(features, *, n_neighbors: int = 20) -> np.ndarray:
 
     See Also
     --------
-    knn_agreement : the label-aware neighbour baseline.
+    neighbor_proxies : this and the k-NN agreement from one neighbour search.
     """
-    from sklearn.neighbors import LocalOutlierFactor
+    return neighbor_proxies(features, None, k=None, n_neighbors=n_neighbors)["lof"]
 
+
+def _negative_lof(dist: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """-LOF from each example's neighbour distances and indices (scikit-learn's formulas, its 1e-10 guard)."""
+    k_distance = dist[:, -1]
+    reach = np.maximum(dist, k_distance[idx])
+    lrd = 1.0 / (reach.mean(axis=1) + 1e-10)
+    return -(lrd[idx] / lrd[:, None]).mean(axis=1)
+
+
+def neighbor_proxies(features, labels=None, *, k: int | None = 10, n_neighbors: int | None = 20) -> dict[str, np.ndarray]:
+    """k-NN label agreement (``"knn"``) and negated LOF (``"lof"``) from one neighbour search.
+
+    Parameters
+    ----------
+    features : array_like, shape (N, d)
+    labels : array_like of int, shape (N,), optional
+        Needed for the agreement.
+    k : int or None, default 10
+        Neighbours of the agreement; None leaves it out.
+    n_neighbors : int or None, default 20
+        Neighbourhood of the LOF; None leaves it out.
+
+    Returns
+    -------
+    dict of str to float64 [N]
+        ``"knn"`` and/or ``"lof"``, both higher = more regular.
+
+    Notes
+    -----
+    The search finds ``max(k, n_neighbors)`` neighbours once (the cost on large data) and
+    each proxy uses the nearest ones it needs.
+    """
     x = check_features(features)
-    n_neighbors = _check_k(n_neighbors, x.shape[0], "n_neighbors")
-    lof = LocalOutlierFactor(n_neighbors=n_neighbors).fit(x)
-    return np.asarray(lof.negative_outlier_factor_, dtype=np.float64)
+    n = x.shape[0]
+    wanted = {}
+    if k is not None:
+        wanted["knn"] = _check_k(k, n, "k")
+        if labels is None:
+            raise ValueError("labels are needed for the k-NN label agreement")
+        y = check_labels(labels, n)
+    if n_neighbors is not None:
+        wanted["lof"] = _check_k(n_neighbors, n, "n_neighbors")
+    if not wanted:
+        raise ValueError("nothing to compute: give k, n_neighbors or both")
+    dist, idx = nearest_neighbors(x, max(wanted.values()))
+    out = {}
+    if "knn" in wanted:
+        out["knn"] = (y[idx[:, :wanted["knn"]]] == y[:, None]).mean(axis=1)
+    if "lof" in wanted:
+        m = wanted["lof"]
+        out["lof"] = _negative_lof(dist[:, :m], idx[:, :m])
+    return out

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = ["ProxyTable", "compute_proxies", "FAMILIES", "SPACES", "save_npz", "load_npz", "html_table",
-           "run_proxies_command", "demo_step"]
+           "run_proxies_command"]
 
 FORMAT = "cscore_lab.proxytable/1"
 #: Proxy families :func:`compute_proxies` can compute.
@@ -203,7 +203,7 @@ def _space_proxies(space: str, feats: Sequence[np.ndarray], labels: np.ndarray, 
                    bandwidth: float | str, bandwidth_scale: float, knn_k: int, lof_neighbors: int, seed: int,
                    meta: dict) -> dict[str, np.ndarray]:
     """kde/knn/lof proxies of one feature space; ``feats`` holds one [N, d] array per run, results are averaged."""
-    from .neighbors import knn_agreement, local_outlier_factor
+    from .neighbors import neighbor_proxies
 
     out: dict[str, np.ndarray] = {}
     if "kde" in families:
@@ -219,10 +219,11 @@ def _space_proxies(space: str, feats: Sequence[np.ndarray], labels: np.ndarray, 
         meta.setdefault("bandwidths", {})[f"kde_{space}"] = {
             "rule": rule if bandwidth_scale == 1 else f"{bandwidth_scale:g} x {rule}",
             "bandwidth": [r.bandwidth for r in results]}
-    if "knn" in families:
-        out[f"knn_{space}"] = np.mean([knn_agreement(f, labels, k=knn_k) for f in feats], axis=0)
-    if "lof" in families:
-        out[f"lof_{space}"] = np.mean([local_outlier_factor(f, n_neighbors=lof_neighbors) for f in feats], axis=0)
+    if "knn" in families or "lof" in families:
+        per_run = [neighbor_proxies(f, labels, k=knn_k if "knn" in families else None,
+                                    n_neighbors=lof_neighbors if "lof" in families else None) for f in feats]
+        for name in per_run[0]:
+            out[f"{name}_{space}"] = np.mean([r[name] for r in per_run], axis=0)
     return out
 
 
@@ -299,6 +300,12 @@ def compute_proxies(
     ProxyTable
         One column per proxy (higher = more regular), named as in the module docstring.
 
+    Notes
+    -----
+    The full-data models train with one torch thread, like the estimator's shards: the
+    same seed gives the same proxies on any CPU, and on a shared machine two threads of
+    small products were up to 6x slower than one. Use a GPU (``device``) for large data.
+
     See Also
     --------
     cscore_lab.analysis.correlate : how well each proxy agrees with the C-scores.
@@ -329,11 +336,12 @@ def compute_proxies(
         raise ValueError(f"bandwidth_scale must be a positive finite number, got {bandwidth_scale!r}")
     options = dict(bandwidth=bandwidth, bandwidth_scale=float(bandwidth_scale), knn_k=knn_k,
                    lof_neighbors=lof_neighbors, seed=seed)
-    meta: dict[str, Any] = {"recipe": recipe.to_dict(), "runs": runs, "seed": seed, "knn_k": knn_k,
-                            "lof_neighbors": lof_neighbors, "families": list(families), "spaces": list(spaces),
-                            "seconds": {}}
+    meta: dict[str, Any] = {"recipe": recipe.to_dict(), "runs": runs, "seed": seed, "families": list(families),
+                            "spaces": list(spaces), "bandwidth_scale": float(bandwidth_scale), "knn_k": knn_k,
+                            "lof_neighbors": lof_neighbors, "seconds": {}}
     values: dict[str, np.ndarray] = {}
 
+    from ..backends import torch_threads
     from ..trainer import model_seeds, predict_correct, prepare_inputs, resolve_device, train_group
     from .dynamics import DynamicsRecorder, FeatureRecorder
 
@@ -353,8 +361,9 @@ def compute_proxies(
         callbacks = [c for c in (dyn, feats, _EpochReport(report, runs, recipe.epochs)) if c is not None]
         seeds = [model_seeds(seed, 1.0, r) for r in range(runs)]
         everything = np.arange(len(dataset))
-        group = train_group(x, y, [everything] * runs, recipe, seeds, num_classes=dataset.num_classes,
-                            model_factory=model_factory, callbacks=callbacks)
+        with torch_threads(1):  # as the estimator's shards: identical results on any CPU, no thread fights
+            group = train_group(x, y, [everything] * runs, recipe, seeds, num_classes=dataset.num_classes,
+                                model_factory=model_factory, callbacks=callbacks)
         meta["train_accuracy"] = predict_correct(group, x, y).mean(axis=1).tolist()
         meta["seconds"]["training"] = round(time.perf_counter() - t0, 3)
         del group
@@ -378,8 +387,9 @@ def run_proxies_command(args, out=None) -> int:
     """The body of ``cscore-lab proxies``: compute every proxy, and with ``--run`` correlate them.
 
     ``args`` carries the dataset arguments of :func:`cscore_lab.cli.add_dataset_arguments`
-    and ``run``, ``cscores`` (a saved CScores file, used when there is no run), ``preset``, ``runs``, ``epochs``, ``families``, ``spaces``, ``n_boot``,
-    ``seed``, ``device``, ``save``, ``no_progress``. With a run folder the recipe is the
+    and ``run``, ``cscores`` (a saved CScores file, used when there is no run), ``preset``,
+    ``runs``, ``epochs``, ``families``, ``spaces``, ``bandwidth_scale``, ``n_boot``, ``seed``,
+    ``device``, ``save``, ``no_progress``. With a run folder the recipe is the
     run's, the data must be the run's (same fingerprint), and if labels were flipped the
     detection table is printed too.
     """
@@ -411,7 +421,8 @@ def run_proxies_command(args, out=None) -> int:
             raise CLIError(f"{args.cscores} holds {len(cs)} C-scores but {ds.name} has {len(ds)} examples")
     t0 = time.perf_counter()
     table = compute_proxies(ds, recipe, runs=args.runs, epochs_for_features=args.epochs, families=args.families,
-                            spaces=args.spaces, device=args.device, seed=args.seed, progress=not args.no_progress)
+                            spaces=args.spaces, bandwidth_scale=args.bandwidth_scale, device=args.device, seed=args.seed,
+                            progress=not args.no_progress)
     print(f"{len(table.names)} proxies of {ds.name} ({len(ds)} examples) in {time.perf_counter() - t0:.1f} s; "
           f"higher = more regular", file=out)
     if args.save:
@@ -425,18 +436,3 @@ def run_proxies_command(args, out=None) -> int:
         print("\nFinding the flipped labels (low score = suspect):", file=out)
         print(detect_label_noise(table, flipped, cscores=cs).to_string(), file=out)
     return 0
-
-
-def demo_step(cscores, dataset, args, run_folder) -> None:
-    """``cscore-lab demo``'s proxies step: every proxy of the data set and its correlation with ``cscores``."""
-    from ..analysis import correlate
-    from ..recipes import Recipe
-
-    recipe = cscores.meta.get("recipe")
-    recipe = "digits-mlp" if recipe is None else Recipe.from_dict(recipe)
-    t0 = time.perf_counter()
-    table = compute_proxies(dataset, recipe, device=getattr(args, "device", "auto"))
-    print(f"Cheap proxies ({len(table.names)}, {time.perf_counter() - t0:.1f} s) against the C-scores "
-          f"(higher = more regular for every proxy):")
-    print(correlate(table, cscores, n_boot=200, per_class=False).to_string())
-
