@@ -17,7 +17,12 @@ published scores (put into official order by :func:`cscore_lab.published.load_pu
 * mean absolute difference and mean difference (ours minus theirs);
 * our split-half reliability (Spearman between the estimates of even and odd runs),
   its Spearman-Brown value for all r runs, and the Spearman with the published scores
-  that the same reliability model predicts at 200 runs (correction for attenuation).
+  that the same reliability model predicts at 200 runs (correction for attenuation);
+* what sampling noise alone would give: the same agreement for an estimator that draws
+  binomial held-out results around the published scores, at each r and at 50, 100, 200;
+* the held-out accuracy per ratio pooled over examples, against the published mean;
+* with ``--init-check RATIO,PAIRS``: the held-out accuracy of models initialised as
+  PyTorch does (our engine) and as the authors' JAX stax code does, on the same subsets.
 
 Usage::
 
@@ -169,9 +174,74 @@ def report(dataset: Dataset, published: np.ndarray, published_raw: np.ndarray, o
             "never_held_out": int(np.isnan(ours).sum()),
         })
     secs = {f"{ratio:g}": float(np.mean([v[2] for v in runs[ratio].values()])) for ratio in ratios}
+    level = {}
+    for ratio in ratios:  # held-out accuracy pooled over examples: free of the never-held-out bias
+        held = sum(runs[ratio][run][0].sum() for run in range(r_max))
+        right = sum((runs[ratio][run][0] & runs[ratio][run][1]).sum() for run in range(r_max))
+        level[f"{ratio:g}"] = float(right / held)
+    noise = [{"runs": r, **noise_model(published, ratios, r)} for r in sorted({*ladder(r_max), 50, 100, 200})]
     return {"ratios": list(ratios), "complete_runs_per_ratio": r_max, "rows": rows,
             "seconds_per_model_by_ratio": secs,
-            "seconds_per_model_mean": float(np.mean(list(secs.values())))}
+            "seconds_per_model_mean": float(np.mean(list(secs.values()))),
+            "heldout_accuracy_by_ratio": level, "heldout_accuracy_mean": float(np.mean(list(level.values()))),
+            "published_mean": float(np.mean(published)), "noise_model": noise}
+
+
+def noise_model(truth: np.ndarray, ratios: Sequence[float], runs: int, seed: int = 0) -> dict[str, float]:
+    """Agreement with ``truth`` of an estimator that differs from it by sampling noise only.
+
+    Each example is held out by Bin(runs, 1 - s) models at ratio s and each of those is right
+    with probability ``truth`` (the same at every ratio); the estimate averages the per-ratio
+    shares over the ratios where the example was held out, as :func:`aggregate_counts` does.
+    """
+    rng = np.random.default_rng(seed)
+    per = np.empty((len(ratios), truth.size))
+    for i, s in enumerate(ratios):
+        k = rng.binomial(runs, 1.0 - s, size=truth.size)
+        per[i] = np.where(k > 0, rng.binomial(k, truth) / np.maximum(k, 1), np.nan)
+    seen = np.isfinite(per).sum(axis=0)
+    est = np.where(seen > 0, np.nansum(per, axis=0) / np.maximum(seen, 1), np.nan)
+    agree = agreement(est, truth, lowest=LOWEST)
+    return {"spearman": agree["spearman"], "overlap_lowest_600": agree["overlap_lowest"]}
+
+
+# ----------------------------------------------------------------------------- initialisation check
+
+
+def _mlp_factory(init: str):
+    """784-512-256-10 ReLU nets: ``"torch"`` (nn.Linear's default, as StackedMLP) or ``"stax"`` (the
+    authors' JAX stax defaults: truncated-normal Glorot weights, N(0, 0.01^2) biases)."""
+    from torch import nn
+
+    def build() -> nn.Module:
+        net = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+        if init == "stax":
+            for layer in net:
+                if isinstance(layer, nn.Linear):
+                    # jax glorot_normal: truncated at 2 std, std corrected to give variance 2 / (fan_in + fan_out)
+                    std = math.sqrt(2.0 / (layer.in_features + layer.out_features)) / 0.8796256610342398
+                    nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+                    nn.init.normal_(layer.bias, std=0.01)
+        return net
+
+    build.__qualname__ = f"mlp_{init}_init"
+    return build
+
+
+def init_check(dataset: Dataset, ratio: float, models: int, device: str) -> dict[str, Any]:
+    """Held-out accuracy of ``models`` pairs trained with either initialisation on the same subsets and batch orders."""
+    from cscore_lab.holdout import ShardJob, ShardSpec, compute_shard
+
+    recipe = get_preset("mnist-mlp").recipe
+    acc = {}
+    for init in ("torch", "stax"):
+        shard = compute_shard(ShardJob(dataset, recipe, 0, device, _mlp_factory(init)), ShardSpec(ratio, 0, models))
+        acc[init] = (shard.correct & shard.heldout).sum(axis=1) / shard.heldout.sum(axis=1)
+        print(f"  init {init:>5}: held-out accuracy {np.round(acc[init], 4)} mean {acc[init].mean():.4f}", flush=True)
+    diff = acc["stax"] - acc["torch"]
+    se = float(diff.std(ddof=1) / math.sqrt(models)) if models > 1 else float("nan")
+    return {"ratio": ratio, "pairs": models, "torch": float(acc["torch"].mean()), "stax": float(acc["stax"].mean()),
+            "difference": float(diff.mean()), "se": se}
 
 
 def _complete_prefix(by_run: dict[int, Any]) -> int:
@@ -195,6 +265,13 @@ def markdown(rep: dict[str, Any]) -> str:
         )
     secs = ", ".join(f"{k}: {v:.1f}" for k, v in rep["seconds_per_model_by_ratio"].items())
     lines.append("")
+    lines.append("")
+    lines.append("Noise-only model (published scores as the truth, binomial held-out sampling): "
+                 + ", ".join(f"R={m['runs']}: Spearman {m['spearman']:.3f} / overlap {m['overlap_lowest_600']:.3f}"
+                             for m in rep["noise_model"]) + ".")
+    level = ", ".join(f"{k}: {v:.4f}" for k, v in rep["heldout_accuracy_by_ratio"].items())
+    lines.append(f"Held-out accuracy by ratio, pooled ({level}); mean {rep['heldout_accuracy_mean']:.4f} vs published "
+                 f"mean {rep['published_mean']:.4f}.")
     lines.append(f"Ratios: {', '.join(f'{r:g}' for r in rep['ratios'])}; {rep['complete_runs_per_ratio']} runs finished at every ratio. "
                  f"Seconds per model by ratio ({secs}); mean {rep['seconds_per_model_mean']:.1f} s.")
     return "\n".join(lines)
@@ -225,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--report-only", action="store_true", help="do not train; report what the run folder holds")
     ap.add_argument("--json", type=Path, default=None, help="write the report here (default: OUT/report.json)")
+    ap.add_argument("--init-check", metavar="RATIO,PAIRS", default=None,
+                    help="also train PAIRS models per initialisation (PyTorch default vs the authors' stax/Glorot) at "
+                         "RATIO on the same subsets, and report the held-out accuracy difference")
     args = ap.parse_args(argv)
     if args.runs < 2 or args.step < 1:
         ap.error(f"--runs must be >= 2 and --step >= 1, got {args.runs} and {args.step}")
@@ -250,6 +330,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      device=args.device, budget_s=60.0 * args.budget_minutes)
     rep = report(dataset, published.scores, raw, args.out, args.ratios)
     rep.update(train=info, command=" ".join(sys.argv))
+    if args.init_check:
+        try:
+            ratio_text, pairs_text = args.init_check.split(",")
+            ratio, pairs = float(ratio_text), int(pairs_text)
+        except ValueError:
+            ap.error(f"--init-check must be RATIO,PAIRS such as 0.1,8; got {args.init_check!r}")
+        print(f"initialisation check at ratio {ratio:g}, {pairs} pairs:", flush=True)
+        rep["init_check"] = init_check(dataset, ratio, pairs, args.device)
+        c = rep["init_check"]
+        print(f"  stax - torch: {c['difference']:+.4f} +- {c['se']:.4f} (standard error)")
     path = args.json or args.out / "report.json"
     path.write_text(json.dumps(rep, indent=2))
     print(markdown(rep))
