@@ -110,7 +110,7 @@ def _resolve_file(name: str, path: str | os.PathLike) -> Path:
     return p
 
 
-def _read_array_file(name: str, path: Path) -> np.ndarray | dict[str, np.ndarray]:
+def _read_array_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     """Read ``.npy`` or ``.npz`` without pickle; ``.npz`` becomes a dict of arrays."""
     try:
         obj = np.load(path, allow_pickle=False)
@@ -231,7 +231,7 @@ def load_published(name: str, path: str | os.PathLike, dataset: Dataset | None =
         raise TypeError(f"dataset must be a cscore_lab Dataset or None, got {type(dataset).__name__}")
     info = PUBLISHED[name]
     file = _resolve_file(name, path)
-    raw = _read_array_file(name, file)
+    raw = _read_array_file(file)
     sha = hashlib.sha256(file.read_bytes()).hexdigest()
     meta: dict[str, Any] = {"file": str(file), "sha256": sha, "stored_order": info["order"]}
 
