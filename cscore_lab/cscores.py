@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .npzfile import load_npz, save_npz
 
 __all__ = ["CScores", "aggregate_counts", "split_half_reliability"]
 
@@ -151,37 +152,28 @@ class CScores:
         return df
 
     def save(self, path: str | Path) -> Path:
-        """Write to ``path`` (.npz, no pickle)."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
+        """Write to ``path`` (.npz, no pickle), atomically."""
         info = {
-            "format": FORMAT, "ratios": list(self.ratios), "reliability": self.reliability, "runs": self.runs,
+            "ratios": list(self.ratios), "reliability": self.reliability, "runs": self.runs,
             "dataset": self.dataset, "fingerprint": self.fingerprint, "source": self.source, "meta": self.meta,
         }
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp, scores=self.scores, labels=self.labels, per_ratio=self.per_ratio,
-            heldout_counts=self.heldout_counts, stderr=self.stderr, info=np.array(json.dumps(info)),
-        )
-        tmp.replace(path)
-        return path
+        arrays = {"scores": self.scores, "labels": self.labels, "per_ratio": self.per_ratio,
+                  "heldout_counts": self.heldout_counts, "stderr": self.stderr}
+        return save_npz(path, FORMAT, arrays, info)
 
     @classmethod
     def load(cls, path: str | Path) -> "CScores":
-        path = Path(path)
-        with np.load(path, allow_pickle=False) as z:
-            if "info" not in z.files:
-                raise ValueError(f"{path} is not a saved CScores file (no 'info' entry)")
-            info = json.loads(str(z["info"]))
-            if info.get("format") != FORMAT:
-                raise ValueError(f"{path}: unknown format {info.get('format')!r}, expected {FORMAT!r}")
-            return cls(
-                scores=z["scores"], labels=z["labels"], ratios=tuple(info["ratios"]), per_ratio=z["per_ratio"],
-                heldout_counts=z["heldout_counts"], stderr=z["stderr"], reliability=float(info["reliability"]),
-                runs=int(info["runs"]), dataset=info["dataset"], fingerprint=info["fingerprint"],
-                source=info["source"], meta=info.get("meta", {}),
-            )
+        """Read a file written by :meth:`save`; other files are refused with a clear message."""
+        try:
+            z, info = load_npz(path, FORMAT)
+        except KeyError as exc:
+            raise ValueError(f"{path} is not a saved CScores file ({exc})") from None
+        return cls(
+            scores=z["scores"], labels=z["labels"], ratios=tuple(info["ratios"]), per_ratio=z["per_ratio"],
+            heldout_counts=z["heldout_counts"], stderr=z["stderr"], reliability=float(info["reliability"]),
+            runs=int(info["runs"]), dataset=info["dataset"], fingerprint=info["fingerprint"],
+            source=info["source"], meta=info.get("meta", {}),
+        )
 
     def __repr__(self) -> str:
         s = self.summary()

@@ -177,7 +177,7 @@ def test_cscores_roundtrip_frame_and_html(digits_small, tmp_path):
     assert "C-scores" in html and "lowest" in html
     low = cs.lowest(5)
     assert np.all(np.diff(cs.scores[low]) >= 0)
-    with pytest.raises(ValueError, match="not a saved CScores"):
+    with pytest.raises(ValueError, match="not a cscore_lab results file"):
         np.savez(tmp_path / "other.npz", a=np.zeros(2))
         CScores.load(tmp_path / "other.npz")
 

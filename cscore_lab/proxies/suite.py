@@ -23,14 +23,15 @@ more regular**. The result is a :class:`ProxyTable`: plain data with ``to_frame(
 from __future__ import annotations
 
 import html
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+from ..npzfile import load_npz, save_npz  # re-exported for analysis.py
 
 __all__ = ["ProxyTable", "compute_proxies", "FAMILIES", "SPACES", "save_npz", "load_npz", "html_table",
            "run_proxies_command"]
@@ -44,32 +45,6 @@ SPACES: tuple[str, ...] = ("input", "hidden")
 
 # --------------------------------------------------------------------------- plain-data plumbing
 
-
-def save_npz(path: str | Path, fmt: str, arrays: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> Path:
-    """Write ``arrays`` and a JSON header ``info`` (tagged with ``fmt``) to ``path`` (.npz, no pickle).
-
-    Written to a temporary name and renamed, so a crash never leaves half a file.
-    """
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(".npz")
-    header = json.dumps({"format": fmt, **info}, allow_nan=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, _info=np.array(header), **arrays)
-    tmp.replace(path)
-    return path
-
-
-def load_npz(path: str | Path, fmt: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read what :func:`save_npz` wrote; refuse files of another format."""
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as z:
-        if "_info" not in z.files:
-            raise ValueError(f"{path} is not a cscore_lab results file (no '_info' entry)")
-        info = json.loads(str(z["_info"]))
-        if info.get("format") != fmt:
-            raise ValueError(f"{path}: format {info.get('format')!r}, expected {fmt!r}")
-        return {k: z[k] for k in z.files if k != "_info"}, info
 
 
 def html_table(title: str, frame, notes: Iterable[str] = (), max_rows: int = 60) -> str:
