@@ -10,12 +10,20 @@ from .data import Dataset, from_arrays, inject_label_noise, load_dataset  # noqa
 from .recipes import PRESETS, Plan, Recipe  # noqa: E402
 
 
-def __getattr__(name: str):
-    # estimation pulls in torch: import it only when asked for
-    if name in ("estimate", "Estimation"):
-        from . import holdout
+_LAZY = {
+    "estimate": "holdout", "Estimation": "holdout",
+    "compute_proxies": "proxies.suite", "ProxyTable": "proxies.suite",
+    "correlate": "analysis", "detect_label_noise": "analysis",
+    "load_published": "published",
+}
 
-        return getattr(holdout, name)
+
+def __getattr__(name: str):
+    # these pull in torch, numba or scipy: import them only when asked for
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'cscore_lab' has no attribute {name!r}")
 
 
@@ -26,5 +34,5 @@ def load_ipython_extension(ipython) -> None:
     _load(ipython)
 
 
-__all__ = ["CScores", "Dataset", "Plan", "Recipe", "PRESETS", "estimate", "Estimation", "from_arrays",
-           "inject_label_noise", "load_dataset", "__version__"]
+__all__ = ["CScores", "Dataset", "Plan", "Recipe", "PRESETS", "from_arrays", "inject_label_noise", "load_dataset",
+           "__version__", *_LAZY]
