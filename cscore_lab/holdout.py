@@ -243,8 +243,11 @@ class Estimation:
         self.result: CScores | None = None
 
     def identity(self) -> dict[str, Any]:
+        from .trainer import ENGINE_VERSION
+
         factory = self.model_factory
         return {
+            "engine": ENGINE_VERSION,
             "dataset": self.dataset.name, "fingerprint": self.dataset.fingerprint, "examples": len(self.dataset),
             "recipe": self.recipe.to_dict(), "seed": self.plan.seed, "shard_size": self.plan.shard_size,
             "model_factory": None if factory is None else f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}",

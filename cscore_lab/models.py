@@ -46,6 +46,28 @@ def _uniform(shape: Sequence[int], bound: float, gen: torch.Generator) -> torch.
     return (torch.rand(*shape, generator=gen, dtype=torch.float32) * 2.0 - 1.0) * bound
 
 
+# std of a standard normal truncated to [-2, 2]; jax's variance_scaling divides by it
+_TRUNC_STD = 0.87962566103423978
+
+
+def init_linear(fan_in: int, fan_out: int, scheme: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's (weight [fan_out, fan_in], bias [1, fan_out]) drawn from ``gen``.
+
+    ``"torch"``: ``nn.Linear``'s default, uniform in ±1/sqrt(fan_in) for both.
+    ``"glorot-normal"``: jax stax's ``Dense`` (the authors' MNIST code): weights from a normal
+    truncated at ±2 std with variance 2/(fan_in+fan_out) after truncation, biases N(0, 0.01²).
+    """
+    if scheme == "torch":
+        bound = 1.0 / math.sqrt(fan_in)
+        return _uniform((fan_out, fan_in), bound, gen), _uniform((1, fan_out), bound, gen)
+    if scheme == "glorot-normal":
+        std = math.sqrt(2.0 / (fan_in + fan_out)) / _TRUNC_STD
+        w = torch.nn.init.trunc_normal_(torch.empty(fan_out, fan_in), 0.0, std, -2 * std, 2 * std, generator=gen)
+        b = torch.randn(1, fan_out, generator=gen) * 0.01
+        return w, b
+    raise ValueError(f"unknown initialisation {scheme!r}; expected 'torch' or 'glorot-normal'")
+
+
 class StackedMLP:
     """M ReLU MLPs ``d -> hidden... -> C`` held as stacked tensors.
 
@@ -55,7 +77,7 @@ class StackedMLP:
     (uniform in ±1/sqrt(fan_in) for weights and biases), drawn per model from its seed.
     """
 
-    def __init__(self, sizes: Sequence[int], seeds: Sequence[int], device: torch.device):
+    def __init__(self, sizes: Sequence[int], seeds: Sequence[int], device: torch.device, init: str = "torch"):
         self.sizes = [int(s) for s in sizes]
         self.num_models = len(seeds)
         ws: list[list[torch.Tensor]] = [[] for _ in range(len(sizes) - 1)]
@@ -63,9 +85,9 @@ class StackedMLP:
         for seed in seeds:
             gen = torch.Generator().manual_seed(int(seed))
             for layer, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-                bound = 1.0 / math.sqrt(fan_in)
-                ws[layer].append(_uniform((fan_out, fan_in), bound, gen))
-                bs[layer].append(_uniform((1, fan_out), bound, gen))
+                w, b = init_linear(fan_in, fan_out, init, gen)
+                ws[layer].append(w)
+                bs[layer].append(b)
         self.weights = [torch.stack(w).to(device) for w in ws]  # [M, fan_out, fan_in], as nn.Linear
         self.biases = [torch.stack(b).to(device) for b in bs]  # [M, 1, fan_out]
         self._bufs: list[torch.Tensor] | None = None
@@ -233,7 +255,7 @@ def build_group(
         return StackedModules(model_factory, seeds, device)
     if recipe.model == "mlp":
         d = int(math.prod(input_shape))
-        return StackedMLP([d, *recipe.hidden, num_classes], seeds, device)
+        return StackedMLP([d, *recipe.hidden, num_classes], seeds, device, init=recipe.init)
     if recipe.model == "cnn":
         if len(input_shape) != 3:
             raise ValueError(

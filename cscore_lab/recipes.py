@@ -18,6 +18,7 @@ PAPER_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("sgd",)
 SCALINGS = ("range", "standardize", "none")
+INITS = ("torch", "glorot-normal")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Recipe:
     batch_size: int = 32
     epochs: int = 20
     input_scaling: str = "range"  # "range": divide by the data's value range (/255 for 8-bit images); "standardize"; "none"
+    init: str = "torch"  # MLP initialisation: "torch" (nn.Linear's uniform) or "glorot-normal" (jax stax's Dense)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -43,6 +45,8 @@ class Recipe:
             raise ValueError(f"recipe optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.input_scaling not in SCALINGS:
             raise ValueError(f"recipe input_scaling must be one of {SCALINGS}, got {self.input_scaling!r}")
+        if self.init not in INITS:
+            raise ValueError(f"recipe init must be one of {INITS}, got {self.init!r}")
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ValueError(f"recipe hidden sizes must be positive integers, got {self.hidden}")
         for name in ("learning_rate", "momentum", "weight_decay"):
@@ -134,9 +138,10 @@ PRESETS: dict[str, Preset] = {
     ),
     "mnist-mlp": Preset(
         Recipe(name="mnist-mlp", model="mlp", hidden=(512, 256), learning_rate=0.1, momentum=0.9,
-               batch_size=128, epochs=10, input_scaling="range"),
+               batch_size=128, epochs=10, input_scaling="range", init="glorot-normal"),
         Plan(ratios=PAPER_RATIOS, runs=200, shard_size=25),
-        "the authors' MNIST recipe: MLP 784-512-256-10, ReLU; SGD momentum 0.9, lr 0.1, batch 128, 10 epochs, inputs /255",
+        "the authors' MNIST recipe: MLP 784-512-256-10, ReLU; SGD momentum 0.9, lr 0.1, batch 128, 10 epochs, "
+        "inputs /255, stax's initialisation (Glorot-normal weights, N(0, 0.01^2) biases)",
     ),
     "cifar-cnn": Preset(
         Recipe(name="cifar-cnn", model="cnn", hidden=(32, 64, 128), learning_rate=0.05, momentum=0.9,

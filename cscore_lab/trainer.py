@@ -30,6 +30,11 @@ __all__ = [
 ]
 
 
+#: Bumped whenever the same (recipe, data, seeds) would train a different model (initialisation
+#: draws, batch order, layouts): part of a run folder's identity, so shards of two versions never mix.
+ENGINE_VERSION = 2
+
+
 class Interrupted(Exception):
     """Raised inside training when a stop was requested; the shard in flight is dropped."""
 

@@ -233,3 +233,13 @@ def test_a_failing_shard_fails_the_run_clearly(digits_small, tmp_path):
     assert est.store.finished_keys() == set()
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         LocalBackend(workers=0)
+
+
+def test_store_of_another_engine_version_is_refused(digits_small, tmp_path):
+    out = tmp_path / "old"
+    estimate(digits_small, FAST, Plan(ratios=(0.5,), runs=2, shard_size=2), out=out, device="cpu")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["identity"]["engine"] = 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreMismatchError, match="engine: store has 1, this run has 2"):
+        Estimation(digits_small, FAST, Plan(ratios=(0.5,), runs=2, shard_size=2), out=out)

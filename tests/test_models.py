@@ -101,3 +101,20 @@ def test_small_cnn_group_runs_on_images():
 def test_factory_must_return_module():
     with pytest.raises(TypeError, match="must return a torch.nn.Module"):
         StackedModules(lambda: "not a model", seeds=[0], device=torch.device("cpu"))
+
+
+def test_glorot_normal_init_matches_stax_definition():
+    """jax stax Dense: truncated-normal weights (±2 std) with variance 2/(fan_in+fan_out), biases N(0, 0.01²)."""
+    from cscore_lab.models import init_linear
+
+    gen = torch.Generator().manual_seed(0)
+    w, b = init_linear(784, 512, "glorot-normal", gen)
+    assert w.shape == (512, 784) and b.shape == (1, 512)
+    target = np.sqrt(2 / (784 + 512))
+    assert abs(float(w.std()) / target - 1) < 0.01
+    assert float(w.abs().max()) <= 2 * target / 0.87962566103423978 + 1e-6
+    assert abs(float(b.std()) - 0.01) < 0.002
+    with pytest.raises(ValueError, match="unknown initialisation 'he'"):
+        init_linear(3, 2, "he", gen)
+    group = StackedMLP([6, 4, 3], seeds=[1], device=torch.device("cpu"), init="glorot-normal")
+    assert float(group.biases[0].abs().max()) < 0.05  # biases tiny, unlike nn.Linear's ±1/sqrt(6)
