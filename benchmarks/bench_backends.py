@@ -62,15 +62,15 @@ class _TimedRayBackend(RayBackend):
         super()._start_local(ray, kwargs)
         self.start_s = time.perf_counter() - t0
 
-    def session(self, job=None):  # type: ignore[override]
+    def _session(self, job):  # type: ignore[override]
         import contextlib
 
-        inner = super().session(job)
+        inner = super()._session(job)
 
         @contextlib.contextmanager
         def timed():
-            with inner as ray:
-                yield ray
+            with inner as pair:
+                yield pair
                 self._t_stop = time.perf_counter()
             self.stop_s = time.perf_counter() - self._t_stop
 

@@ -193,7 +193,8 @@ class RayBackend:
         ``"ray://HEAD_IP:10001"`` (Ray Client) or ``"auto"`` (the cluster this machine
         belongs to, or ``RAY_ADDRESS``). The driver connects and disconnects; the cluster
         keeps running. None (default): start a local Ray instance for the run and shut it
-        down at the end; it listens on loopback only (see :data:`LOOPBACK_ENV`).
+        down at the end; it listens on loopback only (see :data:`LOOPBACK_ENV`; this needs
+        the backend to be the first to import Ray in the process).
         If this process has already called ``ray.init()``, that session is used as is.
     num_gpus : float, default 0.25
         GPUs per shard when shards train on CUDA: 0.25 lets four shards share a card.

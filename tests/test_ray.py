@@ -498,7 +498,8 @@ def _gated_task(folder: str, held: set[str]):
         if spec.key in held:
             open(os.path.join(folder, f"waiting.{spec.key}.{os.getpid()}"), "w").close()
             try:
-                time.sleep(600)
+                for _ in range(6000):  # short sleeps: ray.cancel's KeyboardInterrupt lands between bytecodes
+                    time.sleep(0.1)
             except KeyboardInterrupt:  # how ray.cancel reaches a running task
                 open(os.path.join(folder, f"cancelled.{spec.key}"), "w").close()
                 raise
