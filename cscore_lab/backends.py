@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 from .holdout import ShardJob, ShardSpec, compute_shard
 from .store import ShardResult
 
-__all__ = ["Backend", "LocalBackend", "get_backend", "BACKENDS"]
+__all__ = ["Backend", "LocalBackend", "get_backend", "backend_from_options", "BACKENDS"]
 
 
 class Backend(Protocol):
@@ -102,6 +102,18 @@ class LocalBackend:
 
 
 BACKENDS = ("local", "ray")
+
+
+def backend_from_options(name: str, *, address: str | None = None, num_gpus: float | None = None) -> Backend:
+    """The backend that the CLI's and the magics' ``--backend/--address/--num-gpus`` ask for."""
+    if name != "ray" and (address or num_gpus is not None):
+        raise ValueError("--address and --num-gpus apply only with --backend ray")
+    options: dict[str, Any] = {}
+    if address:
+        options["address"] = address
+    if num_gpus is not None:
+        options["num_gpus"] = num_gpus
+    return get_backend(name, **options)
 
 
 def get_backend(name: str, **options: Any) -> Backend:

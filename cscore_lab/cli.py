@@ -141,7 +141,7 @@ def _default_preset(dataset_name: str, input_shape: Sequence[int]) -> str:
 def _make_estimation(args: argparse.Namespace):
     from dataclasses import replace
 
-    from .backends import get_backend
+    from .backends import backend_from_options
     from .holdout import Estimation, default_run_folder
     from .recipes import get_preset
 
@@ -151,15 +151,7 @@ def _make_estimation(args: argparse.Namespace):
     changes = {k: v for k, v in (("ratios", args.ratios and tuple(args.ratios)), ("runs", args.runs),
                                    ("shard_size", args.shard_size)) if v}
     plan = replace(plan, seed=args.seed, **changes)
-    options = {}
-    if args.backend == "ray":
-        if args.address:
-            options["address"] = args.address
-        if args.num_gpus is not None:
-            options["num_gpus"] = args.num_gpus
-    elif args.address or args.num_gpus is not None:
-        raise CLIError("--address and --num-gpus apply only with --backend ray")
-    backend = get_backend(args.backend, **options)
+    backend = backend_from_options(args.backend, address=args.address, num_gpus=args.num_gpus)
     out = Path(args.out) if args.out else default_run_folder(ds.name, preset.recipe.name, args.seed)
     est = Estimation(ds, preset.recipe, plan, out=out, device=args.device, backend=backend)
     if mask is not None:

@@ -215,7 +215,7 @@ class Estimation:
         backend: Any = "local",
         model_factory: Callable[[], Any] | None = None,
     ):
-        from .backends import get_backend
+        from .backends import LocalBackend, get_backend
         from .trainer import resolve_device
 
         if isinstance(recipe, str):
@@ -226,11 +226,12 @@ class Estimation:
         self.dataset = dataset
         self.recipe = recipe
         self.plan = plan or Plan()
-        resolve_device(device)  # fail now, not in the first shard
         self.device = device
         self.model_factory = model_factory
         self.shards = plan_shards(self.plan, len(dataset), dataset.num_classes)
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        if isinstance(self.backend, LocalBackend):
+            resolve_device(device)  # fail now, not in the first shard; remote backends check on their workers
         self.out = Path(out) if out is not None else None
         self.store = RunStore.open_or_create(self.out, self.identity(), self.plan.to_dict()) if self.out else None
         self.progress = Progress(total_runs=self.plan.total_runs)

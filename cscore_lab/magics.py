@@ -172,9 +172,10 @@ class CScoreSession:
     def prepare(self, dataset: str | None = None, *, data: str | Path | None = None, preset: str | None = None,
                 ratios: Sequence[float] | None = None, runs: int | None = None, seed: int = 0,
                 shard_size: int | None = None, device: str | None = None, out: str | Path | None = None,
-                backend: str = "local", monitor: bool = True) -> Analysis:
+                backend: str = "local", address: str | None = None, num_gpus: float | None = None,
+                monitor: bool = True) -> Analysis:
         """Set up an estimation (and its monitor) without running it; see :meth:`estimate`."""
-        from .backends import get_backend
+        from .backends import backend_from_options
         from .holdout import Estimation, default_run_folder
 
         rec = self.analysis(dataset, data=data)
@@ -193,7 +194,7 @@ class CScoreSession:
                 raise StoreBusyError(f"run folder {folder} is in use by the running estimation of "
                                      f"{other.dataset.name}; %cscore stop it first")
         est = Estimation(ds, chosen.recipe, plan, out=folder, device=device or self.device,
-                         backend=get_backend(backend))
+                         backend=backend_from_options(backend, address=address, num_gpus=num_gpus))
         with est.store.lock():  # another process holding the folder fails here, before any thread starts
             pass
         if rec.noise_mask is not None:
@@ -444,6 +445,8 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
     p.add_argument("--out", metavar="DIR",
                    help="run folder (default: <CScoreMagics.run_root>/<dataset>-<preset>-seed<seed>)")
     p.add_argument("--backend", default="local", choices=["local", "ray"], help="where shards run (default local)")
+    p.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (with --backend ray); default: a local instance")
+    p.add_argument("--num-gpus", type=float, default=None, metavar="F", help="GPU fraction per shard on Ray (default 0.25)")
     p.add_argument("--wait", action="store_true", help="run in the foreground and return the C-scores")
     _output_arg(p, "the Estimation (background) or the CScores (--wait)")
 
@@ -633,7 +636,7 @@ class CScoreMagics(Magics):
     def _do_estimate(self, a: argparse.Namespace) -> Any:
         rec = self.session.prepare(a.dataset, data=a.data, preset=a.preset, ratios=a.ratios, runs=a.runs,
                                    seed=a.seed, shard_size=a.shard_size, device=a.device, out=a.out,
-                                   backend=a.backend)
+                                   backend=a.backend, address=a.address, num_gpus=a.num_gpus)
         est = rec.estimation
         print(f"estimating {rec.dataset.name}: {est.plan.total_runs} models ({len(est.plan.ratios)} ratios × "
               f"{est.plan.runs} runs), recipe {est.recipe.name}, run folder {rec.run_folder}")

@@ -243,3 +243,13 @@ def test_store_of_another_engine_version_is_refused(digits_small, tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(StoreMismatchError, match="engine: store has 1, this run has 2"):
         Estimation(digits_small, FAST, Plan(ratios=(0.5,), runs=2, shard_size=2), out=out)
+
+
+def test_remote_backends_check_the_device_on_their_workers(digits_small):
+    """A laptop without a GPU may ask a GPU cluster for cuda: only the local backend checks the device here."""
+    class Remote:
+        def run(self, job, shards, on_result, stop):
+            raise AssertionError("not run in this test")
+
+    est = Estimation(digits_small, FAST, SMALL_PLAN, device="cuda", backend=Remote())
+    assert est.device == "cuda"

@@ -65,6 +65,8 @@ def test_question_mark_shows_the_full_help(ip, run_cell, capsys):
     ("%cscore estimate mnist", "needs a path (--data PATH)"),
     ("%cscore estimate --preset huge", "argument --preset: invalid choice: 'huge'"),
     ("%cscore estimate --device tpu", "unknown device 'tpu'"),
+    ("%cscore estimate --address 127.0.0.1:6379", "--address and --num-gpus apply only with --backend ray"),
+    ("%cscore estimate --num-gpus lots", "argument --num-gpus: invalid float value: 'lots'"),
     ("%cscore noise digits 2", "fraction 2 is outside [0, 1]"),
     ("%cscore datasets -o 1x", "-o needs a Python variable name, got '1x'"),
     ("%cscore show", "no C-scores for digits yet"),
