@@ -8,6 +8,7 @@ writing such a pair and listing it in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -32,24 +33,23 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _ratio(text: str) -> float:
+def _float_in(text: str, kind: str, name: str, interval: str, inside) -> float:
+    """Parse ``text`` as a float and check it with ``inside``; messages name the value and the interval."""
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a ratio in (0, 1), got {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"subset ratio {v:g} is outside (0, 1)")
+        raise argparse.ArgumentTypeError(f"expected a {kind} in {interval}, got {text!r}") from None
+    if not inside(v):
+        raise argparse.ArgumentTypeError(f"{name} {v:g} is outside {interval}")
     return v
+
+
+def _ratio(text: str) -> float:
+    return _float_in(text, "ratio", "subset ratio", "(0, 1)", lambda v: 0.0 < v < 1.0)
 
 
 def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"label-noise fraction {v:g} is outside [0, 1]")
-    return v
+    return _float_in(text, "fraction", "label-noise fraction", "[0, 1]", lambda v: 0.0 <= v <= 1.0)
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -133,7 +133,7 @@ def _add_estimate(sub) -> None:
 def _default_preset(dataset_name: str, input_shape: Sequence[int]) -> str:
     if len(input_shape) == 3 and input_shape[0] in (1, 3):
         return "cifar-cnn"
-    if dataset_name in ("mnist", "fashion-mnist") or int(__import__("math").prod(input_shape)) == 784:
+    if dataset_name in ("mnist", "fashion-mnist") or math.prod(input_shape) == 784:
         return "mnist-mlp"
     return "digits-mlp"
 
