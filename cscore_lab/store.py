@@ -27,6 +27,7 @@ import numpy as np
 __all__ = ["RunStore", "ShardResult", "StoreMismatchError", "StoreBusyError"]
 
 MANIFEST = "manifest.json"
+ENTRY_FORMAT = "cscore_lab.runentry/1"
 FORMAT = "cscore_lab.runstore/1"
 
 
@@ -66,6 +67,11 @@ class ShardResult:
             correct=np.unpackbits(z["correct"], axis=1, count=n).astype(bool),
             seconds=float(z["seconds"]),
         )
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not key or not all(c.isalnum() or c in "-_." for c in key) or key.startswith("."):
+        raise ValueError(f"entry key must be letters, digits, '-', '_' or '.', not starting with '.', got {key!r}")
 
 
 def _versions() -> dict[str, str]:
@@ -178,6 +184,52 @@ class RunStore:
     def iter_shards(self, keys: set[str] | None = None) -> Iterator[ShardResult]:
         for key in sorted(self.finished_keys() if keys is None else keys):
             yield self.read_shard(key)
+
+    # ------------------------------------------------------------------ entries
+    # Named arrays that belong to the run but are not shards: the noise mask and labels of a noisy
+    # copy, an experiment's per-model results. Each is one npz (see cscore_lab.results), written
+    # atomically and tagged with the run's identity digest, so a file copied from another run is refused.
+    @property
+    def entry_dir(self) -> Path:
+        return self.path / "entries"
+
+    def write_entry(self, key: str, arrays: dict[str, np.ndarray], info: dict[str, Any] | None = None) -> Path:
+        """Write the entry ``key`` (letters, digits, ``-_.``) atomically; it replaces an older one."""
+        from .results import save_npz
+
+        _check_key(key)
+        self.entry_dir.mkdir(parents=True, exist_ok=True)
+        return save_npz(self.entry_dir / f"{key}.npz", ENTRY_FORMAT, arrays,
+                        {"key": key, "identity": self.identity_digest(), **(info or {})})
+
+    def read_entry(self, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The arrays and header of entry ``key``; a foreign or damaged file is a clear error naming it."""
+        from .results import load_npz
+
+        _check_key(key)
+        path = self.entry_dir / f"{key}.npz"
+        arrays, info = load_npz(path, ENTRY_FORMAT)
+        if info.get("key") != key or info.get("identity") != self.identity_digest():
+            raise StoreMismatchError(f"{path} belongs to another run or entry (key {info.get('key')!r}); "
+                                     f"delete it and run again to recompute it")
+        return arrays, info
+
+    def has_entry(self, key: str) -> bool:
+        return (self.entry_dir / f"{key}.npz").is_file()
+
+    def entry_keys(self, prefix: str = "") -> list[str]:
+        """Keys of the entries present, sorted, optionally only those starting with ``prefix``."""
+        if not self.entry_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.entry_dir.glob("*.npz")
+                      if not p.name.startswith(".") and p.stem.startswith(prefix))
+
+    def identity_digest(self) -> str:
+        """SHA-256 of the manifest's identity (canonical JSON): what every file of this run is tagged with."""
+        import hashlib
+
+        ident = self.read_manifest()["identity"]
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
     # ------------------------------------------------------------------ lock
     @contextmanager
