@@ -6,7 +6,7 @@
 __version__ = "0.1.0"
 
 from .cscores import CScores  # noqa: E402
-from .data import Dataset, from_arrays, inject_label_noise, load_dataset  # noqa: E402
+from .data import Dataset, from_arrays, from_huggingface, from_torch, inject_label_noise, load_dataset  # noqa: E402
 from .recipes import PRESETS, Plan, Recipe  # noqa: E402
 
 
@@ -15,6 +15,7 @@ _LAZY = {
     "compute_proxies": "proxies.suite", "ProxyTable": "proxies.suite",
     "correlate": "analysis", "detect_label_noise": "analysis",
     "load_published": "published",
+    "inject_ood": "ood", "OOD_KINDS": "ood",
 }
 
 
@@ -34,5 +35,6 @@ def load_ipython_extension(ipython) -> None:
     _load(ipython)
 
 
-__all__ = ["CScores", "Dataset", "Plan", "Recipe", "PRESETS", "from_arrays", "inject_label_noise", "load_dataset",
+__all__ = ["CScores", "Dataset", "Plan", "Recipe", "PRESETS", "from_arrays", "from_torch", "from_huggingface",
+           "inject_label_noise", "load_dataset",
            "__version__", *_LAZY]

@@ -362,7 +362,7 @@ def _integer_labels(labels: np.ndarray, name: str) -> np.ndarray:
                                 f"(at most MAX_CLASSES = {MAX_CLASSES} classes)")
             return labels.astype(np.int64)
         i = int(np.flatnonzero(~finite | (labels != np.round(labels)))[0])
-        raise DataError(f"{name}: labels must be integers, got dtype {labels.dtype} with value {labels[i]!r} at index {i}")
+        raise DataError(f"{name}: labels must be integers, got dtype {labels.dtype} with value {labels[i].item()!r} at index {i}")
     raise DataError(f"{name}: labels must be integers, got dtype {labels.dtype}")
 
 
@@ -672,7 +672,7 @@ def _images_for_display(inputs: np.ndarray, value_range: float, *, low: float = 
     flat_in, flat_out = x.reshape(-1), out.reshape(-1)
     step = 1 << 22  # bounded float32 temporaries, whatever the data's size
     for start in range(0, flat_in.size, step):
-        c = flat_in[start:start + step].astype(np.float32)
+        c = np.nan_to_num(flat_in[start:start + step].astype(np.float32), posinf=np.float32(value_range), neginf=low)
         if low:
             c -= np.float32(low)
         c *= np.float32(255.0 / span)
@@ -687,8 +687,8 @@ def _display_images(x: np.ndarray, inferred: InferredRange) -> np.ndarray:
         finite = x[np.isfinite(x)] if x.dtype.kind == "f" else x
         lo = float(finite.min()) if finite.size else 0.0
         hi = float(finite.max()) if finite.size else 1.0
-        return _images_for_display(np.nan_to_num(x), hi if hi > lo else lo + 1.0, low=lo)
-    return _images_for_display(np.nan_to_num(x) if x.dtype.kind == "f" else x, inferred.value_range)
+        return _images_for_display(x, hi if hi > lo else lo + 1.0, low=lo)
+    return _images_for_display(x, inferred.value_range)
 
 
 def _check_display_images(images: Any, n: int, name: str) -> np.ndarray:
