@@ -447,3 +447,20 @@ def test_every_score_on_noisy_digits_is_finite_and_finds_flipped_labels():
                  "prototypicality_e1", "prototypicality_e6"):
         assert det[name] > 0.9, (name, det[name])
     assert abs(np.corrcoef(got["aum"], got["datamap_confidence"])[0, 1]) > 0.5
+
+
+def test_the_generic_path_gives_the_mlp_paths_scores(digits):
+    # nn.Linear stacks built under the same seeds are the recipe's MLP, so the torch.func path
+    # (per-example gradients by vmap(grad), input gradients by autograd) must give the scores that
+    # the hand-written batched formulas give
+    ds = digits.subset(np.arange(240))
+
+    def factory():
+        return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    generic = hardness_scores(ds, TINY, runs=2, device="cpu", cleanlab=False, model_factory=factory)
+    mlp = hardness_scores(ds, TINY, runs=2, device="cpu", cleanlab=False)
+    assert list(generic) == list(mlp) and len(mlp) == 11
+    for name in mlp:
+        assert np.isfinite(generic[name]).all(), name
+        np.testing.assert_allclose(generic[name], mlp[name], rtol=1e-3, atol=1e-4, err_msg=name)

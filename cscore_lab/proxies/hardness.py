@@ -1072,13 +1072,12 @@ def out_of_sample_probabilities(dataset, recipe="digits-mlp", *, folds: int = 5,
     """
     import torch
 
-    from ..backends import torch_threads
     from ..trainer import prepare_inputs, resolve_device, train_group
 
     recipe = _recipe(dataset, recipe)
     fold_of, subsets = cross_validation_folds(dataset.labels, folds, seed=seed)
     x, y = prepare_inputs(dataset, recipe, resolve_device(device))
-    with torch_threads(1):
+    with _torch_threads(1):
         group = train_group(x, y, subsets, recipe, _fold_seeds(seed, folds), num_classes=dataset.num_classes,
                             model_factory=model_factory)
         with torch.no_grad():
@@ -1115,6 +1114,15 @@ def _recipe(dataset, recipe):
     return recipe
 
 
+def _torch_threads(n: int):
+    """The project's thread policy (one torch thread per training), wherever it lives now."""
+    try:
+        from ..trainer import torch_threads as policy
+    except ImportError:  # before the trainer held it
+        from ..backends import torch_threads as policy
+    return policy(n)
+
+
 def _reporter(progress) -> Callable[[str], None]:
     if callable(progress):
         return progress
@@ -1140,6 +1148,7 @@ def hardness_scores(
     families: Sequence[str] = HARDNESS_FAMILIES,
     every_steps: int | None = None,
     prototype_metric: str = "cosine",
+    vog_epochs: Sequence[int] | None = None,
     folds: int = 5,
     cleanlab: bool | str = "auto",
     device: str = "auto",
@@ -1166,6 +1175,8 @@ def hardness_scores(
     every_steps : int, optional
         Record the trajectory every k optimizer steps (needs the trainer's per-step hook).
     prototype_metric : {"cosine", "euclidean"}, default "cosine"
+    vog_epochs : sequence of int, optional
+        VoG's checkpoints (default: every epoch; at least two).
     folds : int, default 5
         Cross-validation folds for cleanlab's out-of-sample probabilities.
     cleanlab : bool or "auto", default "auto"
@@ -1188,7 +1199,6 @@ def hardness_scores(
     HardnessRecorder : the same scores from a training you run yourself.
     cscore_lab.analysis.detect_label_noise, cscore_lab.analysis.correlate : compare them.
     """
-    from ..backends import torch_threads
     from ..trainer import model_seeds, prepare_inputs, resolve_device, train_group
 
     recipe = _recipe(dataset, recipe)
@@ -1213,10 +1223,11 @@ def hardness_scores(
         n = len(dataset)
         x, y = prepare_inputs(dataset, recipe, resolve_device(device))
         recorder = HardnessRecorder.for_recipe(x, y, recipe, train_size=n, early_epoch=early_epoch, families=recorded,
-                                               every_steps=every_steps, prototype_metric=prototype_metric)
+                                               every_steps=every_steps, prototype_metric=prototype_metric,
+                                               vog_epochs=vog_epochs)
         t0 = time.perf_counter()
         seeds = [model_seeds(seed, 1.0, r) for r in range(runs)]
-        with torch_threads(1):
+        with _torch_threads(1):
             train_group(x, y, [np.arange(n)] * runs, recipe, seeds, num_classes=dataset.num_classes,
                         model_factory=model_factory, callbacks=[recorder, _EpochReport(report, runs, recipe.epochs)])
         report(f"full-data training with recorders: {time.perf_counter() - t0:.1f} s")
