@@ -691,7 +691,7 @@ def _display_images(x: np.ndarray, inferred: InferredRange) -> np.ndarray:
     return _images_for_display(x, inferred.value_range)
 
 
-def _check_display_images(images: Any, n: int, name: str) -> np.ndarray:
+def _check_display_images(images: Any, name: str) -> np.ndarray:
     img = _to_numpy(images, f"{name}: images")
     if img.dtype == np.uint8:
         return img
@@ -761,7 +761,7 @@ def from_arrays(
     if images is None:
         images = _display_images(x, inferred)
     else:
-        images = _check_display_images(images, x.shape[0], name)
+        images = _check_display_images(images, name)
     return Dataset(x, y, images, tuple(class_names), name, inferred.value_range, "arrays",
                    inferred.note, inferred.scaling)
 
@@ -853,9 +853,11 @@ def _picture(item: Any, index: int, what: str, *, channels_first: bool) -> np.nd
     """One example's image as a NumPy array: [H, W], [H, W, C] or 1-D features.
 
     ``item`` is a PIL image, a torch tensor ([C, H, W] or [H, W]) or an array-like ([H, W, C],
-    [C, H, W] or [H, W]). ``channels_first`` says how to read an ambiguous 3-D array whose first
-    and last axes could both be channels (torch tensors: True).
+    [C, H, W] or [H, W]). A 3-D array whose first and last axes could both be channels is read
+    channel-first when it is a torch tensor and ``channels_first`` (torch's convention), else
+    channel-last (PIL's and NumPy's).
     """
+    channels_first = channels_first and hasattr(item, "detach")
     if hasattr(item, "mode") and hasattr(item, "convert") and hasattr(item, "size"):  # PIL image
         mode = item.mode
         if mode in ("1", "P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "HSV", "LAB", "RGBX", "La"):
@@ -913,7 +915,13 @@ def _collect(examples: Iterable[tuple[Any, Any]], n: int, what: str, *, channels
                 break
             arr = _picture(img, i, what, channels_first=channels_first)
             if stack is None:
-                stack = np.empty((n, *arr.shape), dtype=np.float32 if arr.dtype.kind == "f" else arr.dtype)
+                dtype = np.dtype(np.float32 if arr.dtype.kind == "f" else arr.dtype)
+                try:
+                    stack = np.empty((n, *arr.shape), dtype=dtype)
+                except MemoryError:
+                    need = n * math.prod(arr.shape) * dtype.itemsize / 2**30
+                    raise DataError(f"{what}: {n:,} examples of shape {arr.shape} ({dtype}) need {need:,.1f} GiB, "
+                                    f"more than this machine can allocate; pass limit= to read fewer") from None
             elif arr.shape != stack.shape[1:]:
                 raise DataError(f"{what}: example {i}'s image has shape {arr.shape} but example 0's has "
                                 f"{stack.shape[1:]}; all examples need one shape (resize them first, e.g. with a transform)")

@@ -130,6 +130,8 @@ def test_npz_and_arrays_and_tensors(tmp_path):
     ds = load_npz(tmp_path / "d.npz")
     assert ds.class_names == ("a", "b", "c") and ds.name == "d" and ds.value_range == 1.0
     np.testing.assert_array_equal(ds.inputs, x)
+    with pytest.raises(DataError, match="display images must be uint8 pixels 0..255, got dtype float32 with values in"):
+        from_arrays(x, y, images=x.reshape(30, 2, 3))
     ts = from_arrays(torch.from_numpy(x), torch.from_numpy(y))
     assert ts.fingerprint == from_arrays(x, y).fingerprint
     assert ts.images.dtype == np.uint8 and len(ts.images) == 30
@@ -462,6 +464,13 @@ def test_from_torch_pil_numpy_and_string_labels():
     assert gs.class_names == ("a", "b", "c") and gs.input_shape == (49,)
     np.testing.assert_array_equal(gs.labels, [0, 1, 2, 0, 1])
     np.testing.assert_array_equal(gs.images, grey)
+    # ambiguous tiny pictures: NumPy arrays are read channel-last (PIL's way), tensors channel-first (torch's)
+    tiny = rng.integers(0, 256, (4, 3, 3, 3), dtype=np.uint8)
+    as_arrays = from_torch(_ListDataset([(p, i % 2) for i, p in enumerate(tiny)]))
+    as_tensors = from_torch(_ListDataset([(torch.from_numpy(p.transpose(2, 0, 1).copy()), i % 2)
+                                          for i, p in enumerate(tiny)]))
+    np.testing.assert_array_equal(as_arrays.images, tiny)
+    assert as_tensors.fingerprint == as_arrays.fingerprint
 
 
 def test_from_torch_iterable_needs_a_limit_and_bad_items_are_named():
