@@ -481,7 +481,7 @@ def test_from_torch_iterable_needs_a_limit_and_bad_items_are_named():
 
     with pytest.raises(TypeError, match="pass limit="):
         from_torch(Stream())
-    ds = from_torch(Stream(), limit=30)
+    ds = from_torch(Stream(), limit=30, progress=True)  # tqdm.auto bar, forced on for a small set
     assert len(ds) == 30 and ds.input_shape == (4,)
     with pytest.raises(DataError, match="example 1's image has shape \\(3, 3\\) but example 0's has \\(2, 2\\)"):
         from_torch(_ListDataset([(np.zeros((2, 2)), 0), (np.zeros((3, 3)), 1)]))
