@@ -19,6 +19,7 @@ MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("sgd",)
 SCALINGS = ("range", "standardize", "none")
 INITS = ("torch", "glorot-normal")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Recipe:
     epochs: int = 20
     input_scaling: str = "range"  # "range": divide by the data's value range (/255 for 8-bit images); "standardize"; "none"
     init: str = "torch"  # MLP initialisation: "torch" (nn.Linear's uniform) or "glorot-normal" (jax stax's Dense)
+    # "fp32", or "bf16": bf16 operands in the forward and backward products, float32 master weights,
+    # momentum buffers, softmax/loss and accumulation (trainer.resolve_precision says when it pays)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -47,6 +51,9 @@ class Recipe:
             raise ValueError(f"recipe input_scaling must be one of {SCALINGS}, got {self.input_scaling!r}")
         if self.init not in INITS:
             raise ValueError(f"recipe init must be one of {INITS}, got {self.init!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"recipe precision must be one of {PRECISIONS}, got {self.precision!r} "
+                             f"('auto' is resolved before a recipe is made: trainer.resolve_precision)")
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ValueError(f"recipe hidden sizes must be positive integers, got {self.hidden}")
         for name in ("learning_rate", "momentum", "weight_decay"):

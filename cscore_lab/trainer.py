@@ -7,6 +7,8 @@ callbacks instead of being woven into the loop.
 
 from __future__ import annotations
 
+import functools
+import platform
 import threading
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from .data import Dataset
-from .models import ModelGroup, build_group
+from .models import ModelGroup, StackedMLP, build_group
 from .recipes import Recipe
 
 __all__ = [
@@ -25,14 +27,21 @@ __all__ = [
     "model_seeds",
     "TrainCallback",
     "train_group",
+    "train_one_at_a_time",
     "predict_correct",
+    "resolve_precision",
+    "fast_bf16",
+    "PRECISION_CHOICES",
+    "BF16_FIDELITY",
     "Interrupted",
 ]
 
 
 #: Bumped whenever the same (recipe, data, seeds) would train a different model (initialisation
 #: draws, batch order, layouts): part of a run folder's identity, so shards of two versions never mix.
-ENGINE_VERSION = 2
+#: 3: workspace buffers, transposed output layer and one wide first-layer product in evaluation (float32
+#: results differ from version 2 in the last bits); Recipe.precision.
+ENGINE_VERSION = 3
 
 
 class Interrupted(Exception):
@@ -104,10 +113,128 @@ def model_seeds(seed: int, ratio: float, run: int) -> ModelSeeds:
     return ModelSeeds(subset, init, order)
 
 
+# ----------------------------------------------------------------------------- precision
+
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+
+#: Did bf16 pass the fidelity check (benchmarks/bench_reproduce_mnist.py --precision bf16: Spearman with the
+#: published scores within 0.01 of fp32's, lowest-1% overlap within 0.02, per-ratio held-out accuracy within
+#: 0.1 point) for this model family? ``auto`` picks bf16 only where True. See benchmarks/RESULTS.md.
+BF16_FIDELITY: dict[str, bool | None] = {"mlp": None, "cnn": None}
+
+_X86_FAST_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where there is none, as on macOS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def fast_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` multiplies bf16 matrices much faster than float32, and what was found.
+
+    CPU: the AVX512-BF16 or AMX-BF16 instructions (x86 flags in ``/proc/cpuinfo``; with them the
+    products here ran 3-4x the float32 rate). CUDA: compute capability 8.0 or newer (tensor cores
+    with bf16) and ``torch.cuda.is_bf16_supported()``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        name = torch.cuda.get_device_name(device)
+        if (major, minor) >= (8, 0) and torch.cuda.is_bf16_supported():
+            return True, f"{name} (compute capability {major}.{minor}) has bf16 tensor cores"
+        return False, f"{name} (compute capability {major}.{minor}) has no fast bf16 (needs 8.0 or newer)"
+    if device.type == "cpu":
+        found = [f for f in _X86_FAST_BF16_FLAGS if f in _cpu_flags()]
+        if found:
+            return True, f"CPU has {'/'.join(found)}"
+        return False, f"no fast bf16 on this CPU ({platform.machine() or 'unknown'}: no avx512_bf16 or amx_bf16 flag)"
+    return False, f"no bf16 fast path known for device type {device.type!r}"
+
+
+def resolve_precision(requested: str, device: torch.device, recipe: Recipe, *,
+                      model_factory: Callable[[], torch.nn.Module] | None = None) -> tuple[str, str]:
+    """The precision to train ``recipe`` with on ``device``, and a one-line reason.
+
+    Parameters
+    ----------
+    requested : {"auto", "fp32", "bf16"}
+        ``"auto"`` picks ``"bf16"`` only where the hardware has fast bf16 (:func:`fast_bf16`, probed
+        at run time) *and* bf16 passed the fidelity check for the recipe's model family
+        (:data:`BF16_FIDELITY`); a user's ``model_factory`` is never checked, so it stays fp32.
+        ``"fp32"`` and ``"bf16"`` are taken as asked (bf16 on hardware without it is correct but slow).
+    device : torch.device
+        Where the models train (after :func:`resolve_device`).
+    recipe : Recipe
+        Its ``model`` names the family looked up in :data:`BF16_FIDELITY`.
+
+    Returns
+    -------
+    (precision, reason) : tuple of str
+        ``precision`` is ``"fp32"`` or ``"bf16"``, for ``recipe.with_(precision=...)``; ``reason``
+        reads like ``"bf16: CPU has avx512_bf16"`` (for a run summary).
+    """
+    if not isinstance(requested, str) or requested not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {requested!r}")
+    device = torch.device(device)
+    if requested == "fp32":
+        return "fp32", "fp32: requested"
+    fast, why = fast_bf16(device)
+    if requested == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"precision 'bf16' was requested but {why}; use fp32 or auto")
+        return "bf16", f"bf16: requested ({why})" if fast else f"bf16: requested, but slow here ({why})"
+    if not fast:
+        return "fp32", f"fp32: {why}"
+    family = "custom" if model_factory is not None else recipe.model
+    checked = BF16_FIDELITY.get(family)
+    if checked is None:
+        return "fp32", f"fp32: bf16 has not been through the fidelity check on {family} models ({why})"
+    if not checked:
+        return "fp32", f"fp32: bf16 fails the fidelity check on {family} recipes"
+    return "bf16", f"bf16: {why}; {family} recipes pass the fidelity check"
+
+
+# ----------------------------------------------------------------------------- training
+
+
 class TrainCallback(Protocol):
-    """Hook called by :func:`train_group` after every epoch (``epoch`` counts from 1)."""
+    """Hooks :func:`train_group` calls; a callback defines either or both.
+
+    ``on_epoch_end(epoch, group)`` after every epoch (``epoch`` counts from 1); ``on_step(step, group)``
+    every ``every_steps`` steps (``step`` counts from 1 over the whole training), for records finer
+    than an epoch.
+    """
 
     def on_epoch_end(self, epoch: int, group: ModelGroup) -> None: ...
+
+
+def _epoch_order(subsets: torch.Tensor, gens: Sequence[torch.Generator], batch: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One epoch's mini-batch indices for every model, as contiguous [steps, M, batch] blocks on ``device``.
+
+    The permutations come from each model's own CPU generator, so a model sees the same batches on
+    any device; they are laid out per step (each step's [M, batch] indices contiguous for
+    ``index_select``) and moved in one pinned, asynchronous copy.
+    """
+    m, n = subsets.shape
+    perms = torch.stack([torch.randperm(n, generator=g) for g in gens])
+    order = torch.gather(subsets, 1, perms)
+    full = n // batch
+    blocks = order[:, :full * batch].reshape(m, full, batch).transpose(0, 1).contiguous()
+    tail = order[:, full * batch:].contiguous() if n % batch else None
+    if device.type != "cpu":
+        blocks = blocks.pin_memory().to(device, non_blocking=True)
+        tail = tail.pin_memory().to(device, non_blocking=True) if tail is not None else None
+    return blocks, tail
 
 
 def train_group(
@@ -121,12 +248,28 @@ def train_group(
     model_factory: Callable[[], torch.nn.Module] | None = None,
     callbacks: Sequence[TrainCallback] = (),
     stop: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ModelGroup:
     """Train ``len(subsets)`` models together; model i trains on ``x[subsets[i]]``.
 
     All subsets must have the same size (they do within one subset ratio). Each model
     draws its own shuffled mini-batches each epoch from its own generator, so batching
     models together changes speed, not what any model sees.
+
+    Parameters
+    ----------
+    progress : callable ``(steps_done, steps_total) -> None``, optional
+        Called about 200 times over the training (every ``max(1, total // 200)`` steps, and at the
+        last step), from the training thread: keep it cheap.
+    callbacks : sequence of objects
+        Each may define ``on_epoch_end(epoch, group)`` and ``on_step(step, group)`` with an integer
+        attribute ``every_steps`` (``None``: no per-step calls; see :class:`TrainCallback`).
+    stop : threading.Event, optional
+        Checked before every step; when set, :class:`Interrupted` is raised.
+
+    The inner loop never waits for the device: indices are built per epoch and copied
+    asynchronously, inputs gathered with ``index_select`` into reused buffers, and nothing
+    is read back until the caller asks for results.
     """
     if len(subsets) != len(seeds):
         raise ValueError(f"{len(subsets)} subsets but {len(seeds)} seeds")
@@ -136,22 +279,129 @@ def train_group(
     n = sizes.pop()
     if n < 1:
         raise ValueError("subsets must not be empty")
+    step_hooks = []
+    for cb in callbacks:
+        every = getattr(cb, "every_steps", None) if hasattr(cb, "on_step") else None
+        if every is not None:  # on_step without every_steps (or None): no per-step records wanted
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+                raise ValueError(f"callback {cb!r} asks for on_step every {every!r} steps; expected an integer >= 1 or None")
+            step_hooks.append((every, cb))
+    epoch_hooks = [cb for cb in callbacks if hasattr(cb, "on_epoch_end")]
     device = x.device
     group = build_group(recipe, tuple(x.shape[1:]), num_classes, [s.init for s in seeds], device, model_factory)
+    # the stacked MLP multiplies in its own dtype: gather mini-batches from inputs already in it (once)
+    dtype = getattr(group, "dtype", x.dtype) if isinstance(group, StackedMLP) else x.dtype
+    xs = x if x.dtype == dtype else x.to(dtype)
     subset_t = torch.from_numpy(np.stack([np.asarray(s, dtype=np.int64) for s in subsets]))
     gens = [torch.Generator().manual_seed(s.order) for s in seeds]
-    batch = recipe.batch_size
+    m, batch = len(seeds), recipe.batch_size
+    feature_shape = tuple(x.shape[1:])
+    buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    steps_per_epoch = -(-n // batch)
+    total_steps = steps_per_epoch * recipe.epochs
+    report_every = max(1, total_steps // 200)  # ~200 reports per training: smooth bars, no measurable cost
+    step = 0
+    lr, momentum, wd = recipe.learning_rate, recipe.momentum, recipe.weight_decay
     for epoch in range(1, recipe.epochs + 1):
-        perms = torch.stack([torch.randperm(n, generator=g) for g in gens])
-        order = torch.gather(subset_t, 1, perms).to(device, non_blocking=True)
-        for start in range(0, n, batch):
+        blocks, tail = _epoch_order(subset_t, gens, batch, device)
+        steps = [blocks[k] for k in range(blocks.shape[0])] + ([tail] if tail is not None else [])
+        for idx in steps:
             if stop is not None and stop.is_set():
                 raise Interrupted()
-            idx = order[:, start:start + batch]
-            group.train_step(x[idx], y[idx], recipe.learning_rate, recipe.momentum, recipe.weight_decay)
-        for cb in callbacks:
+            b = idx.shape[1]
+            if b not in buffers:
+                buffers[b] = (torch.empty(m * b, *feature_shape, dtype=dtype, device=device),
+                              torch.empty(m * b, dtype=y.dtype, device=device))
+            xb, yb = buffers[b]
+            flat = idx.reshape(-1)
+            torch.index_select(xs, 0, flat, out=xb)
+            torch.index_select(y, 0, flat, out=yb)
+            group.train_step(xb.view(m, b, *feature_shape), yb.view(m, b), lr, momentum, wd)
+            step += 1
+            if progress is not None and (step % report_every == 0 or step == total_steps):
+                progress(step, total_steps)
+            for every, cb in step_hooks:
+                if step % every == 0:
+                    cb.on_step(step, group)
+        for cb in epoch_hooks:
             cb.on_epoch_end(epoch, group)
     return group
+
+
+def _reference_model(x: torch.Tensor, recipe: Recipe, seeds: ModelSeeds, num_classes: int,
+                     model_factory: Callable[[], torch.nn.Module] | None) -> torch.nn.Module:
+    """The plain ``nn.Module`` that :func:`build_group` would stack for this model, with the same initial weights."""
+    from torch import nn
+
+    from .models import SmallCNN, init_linear
+
+    if model_factory is not None or recipe.model == "cnn":
+        if model_factory is None:
+            channels, hidden = int(x.shape[1]), tuple(recipe.hidden)
+
+            def model_factory() -> nn.Module:
+                return SmallCNN(channels, num_classes, hidden)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seeds.init))
+            net = model_factory()
+        return net.to(x.device)
+    sizes = [int(np.prod(x.shape[1:])), *recipe.hidden, num_classes]
+    gen = torch.Generator().manual_seed(int(seeds.init))
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(a, b)
+        w, bias = init_linear(a, b, recipe.init, gen)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            lin.bias.copy_(bias[0])
+        layers.append(lin)
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).to(x.device)
+
+
+def train_one_at_a_time(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    subset: np.ndarray,
+    recipe: Recipe,
+    seeds: ModelSeeds,
+    *,
+    num_classes: int,
+    model_factory: Callable[[], torch.nn.Module] | None = None,
+    channels_last: bool = False,
+) -> torch.nn.Module:
+    """The plain reference loop: one ``nn.Module`` trained alone with ``torch.optim.SGD`` on ``x[subset]``.
+
+    What a user would write, used by the tests as the reference for :func:`train_group` and by
+    ``benchmarks/bench_trainer.py`` / ``bench_cnn.py`` as the speed baseline. It starts from the same
+    initial weights as the stacked model with ``seeds`` (same initialisation draws) and sees the
+    same mini-batches in the same order (same permutation generator), so in float32 the two agree
+    up to the order of floating-point sums. ``recipe.precision == "bf16"`` trains under
+    ``torch.autocast`` (bf16) on the tensors' device; ``channels_last`` stores image batches
+    channels-last. Returns the trained model (in eval mode).
+    """
+    net = _reference_model(x, recipe, seeds, num_classes, model_factory)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay)
+    gen = torch.Generator().manual_seed(int(seeds.order))
+    sub = torch.from_numpy(np.asarray(subset, dtype=np.int64))
+    low = getattr(recipe, "precision", "fp32") == "bf16"
+    for _ in range(recipe.epochs):
+        order = sub[torch.randperm(len(sub), generator=gen)].to(x.device)
+        for start in range(0, len(order), recipe.batch_size):
+            idx = order[start:start + recipe.batch_size]
+            xb = x[idx]
+            if channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=low):
+                out = net(xb)
+            torch.nn.functional.cross_entropy(out.float(), y[idx]).backward()
+            opt.step()
+    return net.eval()
 
 
 @torch.no_grad()

@@ -118,3 +118,120 @@ def test_glorot_normal_init_matches_stax_definition():
         init_linear(3, 2, "he", gen)
     group = StackedMLP([6, 4, 3], seeds=[1], device=torch.device("cpu"), init="glorot-normal")
     assert float(group.biases[0].abs().max()) < 0.05  # biases tiny, unlike nn.Linear's ±1/sqrt(6)
+
+
+# ----------------------------------------------------------------------------- bf16
+
+
+def _mlp_batches(sizes, m, batch, steps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(m, batch, sizes[0], generator=g), torch.randint(0, sizes[-1], (m, batch), generator=g))
+            for _ in range(steps)]
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_bf16_stacked_mlp_is_autocast_sgd_per_model(wd):
+    """bf16 operands, float32 masters: a few steps of each stacked model agree with the same nn.Linear
+    stack trained alone under torch.autocast(bf16) + torch.optim.SGD to 1% of the distance the weights
+    moved, while both differ from float32 training by bf16 rounding (up to ~15% of it here)."""
+    sizes, seeds = [20, 32, 16, 5], [1, 2, 3]
+    ref = StackedMLP(sizes, seeds, torch.device("cpu"), init="glorot-normal")
+    low = StackedMLP(sizes, seeds, torch.device("cpu"), init="glorot-normal", precision="bf16")
+    nets = _reference_nets(ref)
+    opts = [torch.optim.SGD(n.parameters(), lr=0.1, momentum=0.9, weight_decay=wd) for n in nets]
+    start = [p.clone() for p in ref.params]
+    for x, y in _mlp_batches(sizes, 3, 16, 5):
+        ref.train_step(x, y, 0.1, 0.9, wd)
+        low.train_step(x, y, 0.1, 0.9, wd)
+        for m, (net, opt) in enumerate(zip(nets, opts)):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = net(x[m])
+            nn.functional.cross_entropy(out.float(), y[m]).backward()
+            opt.step()
+    for m, net in enumerate(nets):
+        lins = [l for l in net if isinstance(l, nn.Linear)]
+        for i, lin in enumerate(lins):
+            for got, want, fp32, p0 in ((low.weights[i][m], lin.weight, ref.weights[i][m], start[2 * i][m]),
+                                        (low.biases[i][m, 0], lin.bias, ref.biases[i][m, 0], start[2 * i + 1][m, 0])):
+                assert got.dtype == torch.float32
+                moved = float((fp32 - p0).norm())
+                assert moved > 1e-3  # the models did learn something
+                assert float((got - want.detach()).norm()) < 0.01 * moved
+                assert float((got - fp32).norm()) < 0.25 * moved
+    x_eval = torch.rand(40, sizes[0])
+    logits = low.logits(x_eval)
+    for m, net in enumerate(nets):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            want = net(x_eval).float()
+        torch.testing.assert_close(logits[m], want, rtol=0.02, atol=0.02)
+    # the bf16 copies the products use are the masters rounded to nearest even
+    weights_low, _ = low._operands()
+    for w, wl in zip(low.weights, weights_low):
+        assert torch.equal(w.to(torch.bfloat16), wl)
+
+
+def test_fused_bf16_update_matches_the_torch_ops_path():
+    """The Numba update (CPU) and the torch-ops update (what CUDA runs) are the same step."""
+    sizes, seeds = [12, 24, 4], [5, 6]
+    fused = StackedMLP(sizes, seeds, torch.device("cpu"), precision="bf16")
+    plain = StackedMLP(sizes, seeds, torch.device("cpu"), precision="bf16")
+    plain.fused_update = False
+    for x, y in _mlp_batches(sizes, 2, 8, 4, seed=3):
+        fused.train_step(x, y, 0.05, 0.9, 1e-3)
+        plain.train_step(x, y, 0.05, 0.9, 1e-3)
+    for a, b in zip(fused.params, plain.params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_kernel_rounds_like_torch():
+    """With lr = momentum = 0 the kernel only refreshes the bf16 copy: it must round as Tensor.to(bfloat16)
+    does (nearest, ties to even), keep NaN a NaN and infinities infinite."""
+    from cscore_lab.models import _sgd_low_precision
+
+    bits = torch.tensor([0x3F808000, 0x3F818000, 0x3F80FFFF, 0x3F808001, 0x7F7FFFFF, 0x00000001, 0x80008000],
+                        dtype=torch.int64).to(torch.int32)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0])
+    w = torch.cat([bits.view(torch.float32), special, torch.randn(1000) * 3])
+    expected = w.to(torch.bfloat16)
+    w_low = torch.zeros_like(w, dtype=torch.bfloat16)
+    before = w.clone()
+    _sgd_low_precision(w, torch.zeros_like(w), torch.zeros_like(w_low), w_low, 0.0, 0.0, 0.0, fused=True)
+    assert torch.equal(w.nan_to_num(), before.nan_to_num())
+    got, want = w_low.view(torch.int16), expected.view(torch.int16)
+    nan = torch.isnan(expected)
+    assert torch.isnan(w_low[nan]).all()
+    assert torch.equal(got[~nan], want[~nan])
+
+
+def test_stacked_modules_train_under_bf16_autocast():
+    """bf16 autocast through vmap: float32 parameters, each model close to its own autocast-trained copy."""
+    def factory():
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    group = StackedModules(factory, seeds=[3, 4], device=torch.device("cpu"), precision="bf16")
+    nets = []
+    for s in (3, 4):
+        torch.manual_seed(s)
+        nets.append(factory())
+    start = [p.detach().clone() for p in group.params.values()]
+    opts = [torch.optim.SGD(n.parameters(), lr=0.1, momentum=0.9) for n in nets]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x = torch.randn(2, 8, 6, generator=gen)
+        y = torch.randint(0, 3, (2, 8), generator=gen)
+        group.train_step(x, y, 0.1, 0.9, 0.0)
+        for m, (net, opt) in enumerate(zip(nets, opts)):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = net(x[m])
+            nn.functional.cross_entropy(out.float(), y[m]).backward()
+            opt.step()
+    assert all(p.dtype == torch.float32 for p in group.params.values())
+    assert any((p - p0).abs().max() > 1e-3 for p, p0 in zip(group.params.values(), start))
+    x_eval = torch.randn(5, 6)
+    logits = group.logits(x_eval)
+    assert logits.dtype == torch.float32
+    for m, net in enumerate(nets):
+        with torch.no_grad():
+            torch.testing.assert_close(logits[m], net(x_eval), rtol=0.05, atol=0.05)

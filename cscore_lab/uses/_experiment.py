@@ -333,6 +333,44 @@ def model_factory_name(factory: Callable[[], Any] | None) -> str | None:
     return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
 
 
+def _torch_threads(n: int):
+    """The house thread policy (one intra-op torch thread per training), wherever it lives."""
+    try:
+        from ..trainer import torch_threads
+    except ImportError:  # pragma: no cover - before issue 13's restructure it lived in backends
+        from ..backends import torch_threads
+    return torch_threads(n)
+
+
+def _run_parallel(items: Sequence[Any], fn: Callable[[Any], Any], on_result: Callable[[Any], None],
+                  halt: threading.Event, workers: int) -> None:
+    """``on_result(fn(item))`` for every item, ``workers`` at a time; results are delivered in this thread.
+
+    The first error (a failure, :class:`~cscore_lab.trainer.Interrupted`, a ``KeyboardInterrupt``
+    from a progress callback) sets ``halt``, so the groups in flight stop at their next step and
+    queued ones never start, and is raised here once they have; groups that finished before it
+    are delivered first.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cscore-uses") as pool:
+        pending = {pool.submit(fn, item) for item in items}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)  # Ctrl-C stays responsive
+                errors = [f.exception() for f in done if f.exception() is not None]
+                for f in done:
+                    if f.exception() is None:
+                        on_result(f.result())
+                if errors:
+                    raise errors[0]
+        except BaseException:
+            halt.set()
+            for f in pending:
+                f.cancel()
+            raise
+
+
 @dataclass
 class Runner:
     """Runs an experiment's groups, through a run folder when ``out`` is given."""
@@ -365,14 +403,12 @@ class Runner:
         """``{group key: correct counts [M, E]}`` for every group, training only what the folder lacks.
 
         Groups train on ``workers`` threads, each with single-threaded torch (the house thread
-        policy, :func:`cscore_lab.trainer.torch_threads`): a group's numbers do not depend on how
-        many run at once. Finished groups are written by this (the calling) thread as they arrive.
+        policy, ``torch_threads(1)``): a group's numbers do not depend on how many run at once.
+        Finished groups are written by this (the calling) thread as they arrive.
         """
         from contextlib import nullcontext
 
-        from ..backends import LocalBackend
         from ..store import RunStore, StoreMismatchError
-        from ..trainer import Interrupted, torch_threads
 
         if self.workers is not None:
             check_positive_int("workers", self.workers)
@@ -415,15 +451,12 @@ class Runner:
                     self.resumed += 1
                     reporter.group_done(g, resumed=True)
                 workers = self._workers(len(todo))
-                with torch_threads(1):
+                with _torch_threads(1):
                     if workers <= 1:
                         for g in todo:
                             finished(train(g))
                     else:
-                        # a worker that sees ``self.stop`` raises Interrupted at its next step and quits quietly
-                        LocalBackend._run_threads(todo, train, finished, halt, workers)
-                if len(results) < len(groups):  # the workers saw a stop request between groups
-                    raise Interrupted()
+                        _run_parallel(todo, train, finished, halt, workers)
         finally:
             reporter.close()
             self.seconds = time.perf_counter() - t0
