@@ -13,7 +13,6 @@ from cscore_lab.trainer import (
     prepare_inputs,
     resolve_device,
     resolve_precision,
-    torch_threads,
     train_group,
     train_one_at_a_time,
 )
