@@ -193,6 +193,12 @@ def test_score_columns_accepts_the_library_objects_and_refuses_misaligned_ones()
     frame = pd.DataFrame({"label": labels, "a": [1.0, 2, 3, 4], "b": [4.0, 3, 2, 1]})
     assert list(score_columns(frame, 4, labels=labels)) == ["a", "b"]
     assert list(score_columns({"x": [1, 2, 3, 4]}, 4)) == ["x"]
+    from cscore_lab.memorization import Memorization
+
+    mem = Memorization(labels, (0.5,), np.full((1, 4), 4), np.array([[4, 4, 4, 2]]), np.full((1, 4), 4),
+                       np.array([[0, 4, 2, 2]]))  # memorization 1, 0, 0.5, 0
+    cols = score_columns(mem, 4, labels=labels)
+    assert list(cols) == ["neg_memorization"] and np.allclose(cols["neg_memorization"], [-1, 0, -0.5, 0])
     with pytest.raises(ValueError, match="another data set"):
         score_columns(cs, 4, fingerprint="xyz")
     with pytest.raises(ValueError, match="labels differ"):

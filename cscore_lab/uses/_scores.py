@@ -3,7 +3,8 @@
 Every experiment of :mod:`cscore_lab.uses` is driven by per-example scores oriented like the
 C-score (higher = more regular). They arrive in many shapes: a NumPy array, a
 :class:`~cscore_lab.cscores.CScores`, a :class:`~cscore_lab.proxies.suite.ProxyTable`, a
-``dict`` of name -> array, a pandas ``Series`` or ``DataFrame``. :func:`score_columns` turns any of
+:class:`~cscore_lab.memorization.Memorization` (negated), a ``dict`` of name -> array, a pandas
+``Series`` or ``DataFrame``. :func:`score_columns` turns any of
 them into ``{name: float64 [N]}``, checking length, finiteness and, where the object records
 them, the data set's fingerprint and labels (a score file of another data set, or of the same
 data in another order, is refused rather than silently misaligned).
@@ -27,6 +28,9 @@ def _from_object(scores: Any, default_name: str) -> tuple[dict[str, Any], Any, s
     values = getattr(scores, "values", None)
     if isinstance(values, Mapping):  # ProxyTable
         return dict(values), getattr(scores, "labels", None), str(getattr(scores, "fingerprint", "") or "")
+    if hasattr(scores, "regularity") and hasattr(scores, "memorization"):  # Memorization: its negation
+        return {"neg_memorization": scores.regularity}, getattr(scores, "labels", None), \
+            str(getattr(scores, "fingerprint", "") or "")
     cs = getattr(scores, "scores", None)
     if cs is not None and hasattr(scores, "labels"):  # CScores
         return {"cscore": cs}, scores.labels, str(getattr(scores, "fingerprint", "") or "")
@@ -57,10 +61,11 @@ def score_columns(
 
     Parameters
     ----------
-    scores : array-like [N], CScores, ProxyTable, dict of str to array [N], pandas Series or DataFrame
-        Oriented higher = more regular (pass ``{"memorization": -mem}`` for a score of the
-        other sign). A ``CScores`` gives one column ``"cscore"``; a ``ProxyTable`` one per proxy;
-        a ``DataFrame`` one per numeric column except ``label``.
+    scores : array-like [N], CScores, ProxyTable, Memorization, dict of str to array [N], pandas Series or DataFrame
+        Oriented higher = more regular (negate a score of the other sign). A ``CScores`` gives one
+        column ``"cscore"``; a ``Memorization`` one column ``"neg_memorization"`` (its
+        ``regularity``, ``-memorization``); a ``ProxyTable`` one per proxy; a ``DataFrame`` one per
+        numeric column except ``label``.
     n : int
         The number of examples the scores must cover.
     labels : int array [N], optional
