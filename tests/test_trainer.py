@@ -17,10 +17,12 @@ from cscore_lab.trainer import (
     train_one_at_a_time,
 )
 
-try:  # the lead is moving draw_subset from holdout.py to shards.py (issue 13)
-    from cscore_lab.shards import draw_subset
+from cscore_lab.shards import draw_subset
+
+try:  # issue 13 moves the thread policy from backends.py to trainer.py
+    from cscore_lab.trainer import torch_threads
 except ImportError:  # pragma: no cover
-    from cscore_lab.shards import draw_subset
+    from cscore_lab.backends import torch_threads
 
 
 def _digits_setup(n_models, ratio=0.5, examples=None, **recipe_changes):
