@@ -94,6 +94,8 @@ def test_vog_raw_and_class_normalisation_by_hand():
     # K=2 checkpoints, M=1, N=1, D=2: per-dim population std is |a - b| / 2 -> (1, 2), mean 1.5
     grads = np.array([[[[0.0, 4.0]]], [[[2.0, 0.0]]]])
     np.testing.assert_allclose(vog_raw(grads), [[1.5]])
+    # images [K, M, N, C, H, W]: channels are averaged first (the authors' code): (0, 4) -> 2, (2, 0) -> 1, std 0.5
+    np.testing.assert_allclose(vog_raw(grads.reshape(2, 1, 1, 2, 1, 1)), [[0.5]])
     # class 0: raw 1 and 3 (mean 2, std 1) -> -1, +1; class 1 alone: std 0 -> 0; then negated
     np.testing.assert_allclose(vog(np.array([[1.0, 3.0, 7.0]]), np.array([0, 0, 1])), [1.0, -1.0, 0.0])
     # two models are normalised separately, then averaged
@@ -238,6 +240,28 @@ def test_vog_recorder_streams_what_the_stacked_checkpoint_gradients_give(digits)
     np.testing.assert_allclose(rec.raw()[:, :40], vog_raw(np.stack(keep.grads)), rtol=1e-4, atol=1e-7)
 
 
+class _KeepCheckpoints:
+    def __init__(self, x, y):
+        self.x, self.y, self.grads = x, y, []
+
+    def on_epoch_end(self, epoch, group):
+        self.grads.append(input_gradients(group, self.x, self.y).numpy())
+
+
+def test_vog_recorder_averages_image_channels_like_vog_raw():
+    def factory():
+        return nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(27, 4))
+
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(40, 2, 5, 5, generator=gen), torch.randint(0, 4, (40,), generator=gen)
+    rec, keep = InputGradientRecorder(x, y, (1, 2, 3)), _KeepCheckpoints(x, y)
+    train_group(x, y, [np.arange(40)] * 2, TINY.with_(batch_size=10), [model_seeds(0, 1.0, r) for r in range(2)],
+                num_classes=4, model_factory=factory, callbacks=[rec, keep])
+    stacked = np.stack(keep.grads)  # [3, 2, 40, 2, 5, 5]
+    assert stacked.shape == (3, 2, 40, 2, 5, 5)
+    np.testing.assert_allclose(rec.raw(), vog_raw(stacked), rtol=1e-4, atol=1e-7)
+
+
 # --------------------------------------------------------------------------- recorders and the per-step hook
 
 
@@ -331,6 +355,8 @@ def test_scores_refuse_bad_input():
         el2n(np.full((1, 2), 2.0))
     with pytest.raises(ValueError, match="at least 2 checkpoints"):
         vog_raw(np.zeros((1, 1, 2, 3)))
+    with pytest.raises(ValueError, match="input_grads must be"):
+        vog_raw(np.zeros((2, 1, 2, 3, 3)))
     with pytest.raises(ValueError, match="labels has shape"):
         vog(np.ones((1, 3)), np.array([0, 1]))
     with pytest.raises(TypeError, match="labels must be integers"):

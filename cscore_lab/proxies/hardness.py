@@ -240,13 +240,15 @@ def vog_raw(input_grads: np.ndarray) -> np.ndarray:
     Agarwal, D'souza & Hooker (CVPR 2022), eq. 1-2: with ``S_t`` the gradient of the
     pre-softmax score of the label with respect to the input at checkpoint t (of K), the
     per-dimension spread is ``sqrt(1/K sum_t (S_t - mean_t S_t)^2)`` (a population std), and
-    VoG is its mean over the input dimensions. This is the reference computation
-    :class:`InputGradientRecorder` streams with running moments.
+    VoG is its mean over the input dimensions. Image gradients ``[K, M, N, C, H, W]`` are
+    first averaged over the colour channels, as the authors' code does before taking the
+    spread (``np.mean(grad, axis=-1)`` in their ImageNet script). This is the reference
+    computation :class:`InputGradientRecorder` streams with running moments.
 
     Parameters
     ----------
-    input_grads : float array [K, M, N, ...]
-        K >= 2 checkpoints of M models' input gradients on N examples (any input shape).
+    input_grads : float array [K, M, N, D] or [K, M, N, C, H, W]
+        K >= 2 checkpoints of M models' input gradients on N examples.
 
     Returns
     -------
@@ -254,8 +256,11 @@ def vog_raw(input_grads: np.ndarray) -> np.ndarray:
         float64 [M, N], before class normalisation (pass it to :func:`vog`).
     """
     g = np.asarray(input_grads)
-    if g.ndim < 4:
-        raise ValueError(f"input_grads must be [checkpoints, models, examples, input dims...], got shape {g.shape}")
+    if g.ndim not in (4, 6):
+        raise ValueError(f"input_grads must be [checkpoints, models, examples, dims] or [..., channels, height, "
+                         f"width], got shape {g.shape}")
+    if g.ndim == 6:
+        g = g.mean(axis=3)
     g = _array("input_grads", g.reshape(g.shape[0], g.shape[1], g.shape[2], -1), 4, "[K, M, N, D]")
     if g.shape[0] < 2:
         raise ValueError(f"VoG needs at least 2 checkpoints, got {g.shape[0]}")
@@ -799,9 +804,9 @@ class InputGradientRecorder:
     """Training callback streaming the moments VoG needs: input gradients across checkpoints, Welford-style.
 
     At each checkpoint epoch the gradient of the label's logit with respect to the input
-    (:func:`input_gradients`) updates a running mean and sum of squared deviations per
-    (model, example, input dim), so memory is ``8 * M * N * D`` bytes whatever the number of
-    checkpoints. :meth:`raw` gives the per-model VoG before class normalisation, equal to
+    (:func:`input_gradients`; averaged over colour channels for images) updates a running mean
+    and sum of squared deviations per (model, example, input dim), so memory is ``8 * M * N * D``
+    bytes whatever the number of checkpoints. :meth:`raw` gives the per-model VoG before class normalisation, equal to
     :func:`vog_raw` of the stacked checkpoint gradients.
 
     Parameters
@@ -826,6 +831,8 @@ class InputGradientRecorder:
         if epoch not in self.epochs:
             return
         g = input_gradients(group, self.x, self.y)
+        if g.ndim == 5:  # images [M, N, C, H, W]: average over the colour channels first (see vog_raw)
+            g = g.mean(dim=2)
         g = g.reshape(g.shape[0], g.shape[1], -1)
         self.count += 1
         if self._mean is None:
