@@ -39,9 +39,10 @@ after every shard) and keeps only per-(half, ratio, example) counts, ``O(S * N)`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -55,7 +56,7 @@ __all__ = ["Memorization", "MemorizationAccumulator"]
 
 def _ratio_key(ratio: float) -> int:
     """Ratios are told apart at 1e-6, as model seeds and shard names do."""
-    return int(round(float(ratio) * 1_000_000))
+    return round(float(ratio) * 1_000_000)
 
 
 def _check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
@@ -72,6 +73,15 @@ def _check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
     if len(set(keys)) != len(keys):
         raise ValueError(f"ratios {out} contain two ratios closer than 1e-6; they cannot be told apart")
     return tuple(out)
+
+
+def _ratio_index(index: dict[int, int], ratios: tuple[float, ...], ratio: Any) -> int:
+    if isinstance(ratio, bool) or not isinstance(ratio, Real):
+        raise TypeError(f"ratio must be a number, got {ratio!r}")
+    i = index.get(_ratio_key(ratio))
+    if i is None:
+        raise ValueError(f"ratio {ratio!r} is not one of this accumulator's ratios {list(ratios)}")
+    return i
 
 
 def _check_count(value: Any, name: str, minimum: int = 0) -> int:
@@ -285,7 +295,7 @@ class Memorization(ResultTable):
                 "dataset": self.dataset, "fingerprint": self.fingerprint, "meta": self.meta}
 
     @classmethod
-    def _from_saved(cls, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> "Memorization":
+    def _from_saved(cls, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> Memorization:
         return cls(labels=arrays["labels"], ratios=tuple(info["ratios"]), in_counts=arrays["in_counts"],
                    in_correct=arrays["in_correct"], out_counts=arrays["out_counts"],
                    out_correct=arrays["out_correct"], min_models=int(info["min_models"]),
@@ -302,10 +312,10 @@ class Memorization(ResultTable):
     def _html_notes(self) -> list[str]:
         s = self.summary()
         return [
-            f"{s['examples']} examples, {s['ratios']} ratios, {s['models']} models; mean memorization "
-            f"{s['mean_memorization']:.3f}, {s['above_0.5']} above 0.5; split-half reliability {s['reliability']:.3f}.",
-            "Memorization = accuracy when trained on the example - accuracy when it is held out: "
-            "high for irregular or mislabeled examples (regularity = -memorization).",
+            (f"{s['examples']} examples, {s['ratios']} ratios, {s['models']} models; mean memorization "
+             f"{s['mean_memorization']:.3f}, {s['above_0.5']} above 0.5; split-half reliability {s['reliability']:.3f}."),
+            ("Memorization = accuracy when trained on the example - accuracy when it is held out: "
+             "high for irregular or mislabeled examples (regularity = -memorization)."),
         ]
 
     def __repr__(self) -> str:
@@ -348,12 +358,7 @@ class MemorizationAccumulator:
 
     def ratio_index(self, ratio: float) -> int:
         """Position of ``ratio`` in :attr:`ratios`; a :class:`ValueError` for a ratio not in the plan."""
-        if isinstance(ratio, bool) or not isinstance(ratio, Real):
-            raise TypeError(f"ratio must be a number, got {ratio!r}")
-        i = self._index.get(_ratio_key(ratio))
-        if i is None:
-            raise ValueError(f"ratio {ratio!r} is not one of this accumulator's ratios {list(self.ratios)}")
-        return i
+        return _ratio_index(self._index, self.ratios, ratio)
 
     def add(self, ratio: float, trained, correct, *, runs=None) -> None:
         """Count the models of one shard.

@@ -197,19 +197,28 @@ def test_bad_inputs_are_clear():
 
 
 # ------------------------------------------------------------------------- the constructed case
-def train_digits_grid(n=300, flipped=(), *, ratios=(0.3, 0.5, 0.7), runs=8, epochs=100):
-    """Real training: a digits subset with some labels flipped, a small holdout grid; per-model masks."""
+def train_digits_grid(n=300, flipped=(), *, ratios=(0.3, 0.5, 0.7), runs=8, epochs=100, duplicates=None,
+                      n_train=None):
+    """Real training on a digits subset with some labels flipped: a small holdout grid.
+
+    ``duplicates`` maps an example to the one it becomes a copy of (image and flipped label);
+    subsets are drawn from the first ``n_train`` examples (default all ``n``), the rest only
+    evaluated. Returns the labels and ``(ratio, runs, trained [M, n], correct [M, n])`` per ratio.
+    """
     torch = pytest.importorskip("torch")
     from cscore_lab.data import load_digits
     from cscore_lab.recipes import get_preset
     from cscore_lab.trainer import model_seeds, predict_correct, train_group
 
     ds = load_digits()
-    x = torch.from_numpy(ds.inputs[:n].reshape(n, -1) / float(ds.value_range)).float()
+    inputs = ds.inputs[:n].reshape(n, -1) / float(ds.value_range)
     labels = ds.labels[:n].copy()
     flipped = np.asarray(flipped, dtype=np.int64)
     labels[flipped] = (labels[flipped] + 1 + np.arange(len(flipped)) % 9) % 10
-    y = torch.from_numpy(labels)
+    for copy, source in (duplicates or {}).items():
+        inputs[copy], labels[copy] = inputs[source], labels[source]
+    x, y = torch.from_numpy(inputs).float(), torch.from_numpy(labels)
+    n_train = n if n_train is None else n_train
     # Enough epochs that a model fits its whole subset, mislabeled examples included.
     recipe = dataclasses.replace(get_preset("digits-mlp").recipe, epochs=epochs)
     grid = []
@@ -218,7 +227,7 @@ def train_digits_grid(n=300, flipped=(), *, ratios=(0.3, 0.5, 0.7), runs=8, epoc
     try:
         for ratio in ratios:
             seeds = [model_seeds(0, ratio, run) for run in range(runs)]
-            subsets = [np.sort(np.random.default_rng(s.subset).choice(n, int(ratio * n), replace=False))
+            subsets = [np.sort(np.random.default_rng(s.subset).choice(n_train, int(ratio * n_train), replace=False))
                        for s in seeds]
             group = train_group(x, y, subsets, recipe, seeds, num_classes=10)
             trained = np.zeros((runs, n), bool)
