@@ -18,8 +18,9 @@ MNIST (``--mnist DIR --published DIR``): the same scores with the mnist-mlp reci
 
 ``--every-steps K`` also records the trajectory every K optimizer steps (needs the trainer's
 per-step hook) and reports the trajectory scores of both granularities side by side, plus
-cumulative accuracy (the mean over records of margin > 0), the learning-speed proxy that
-is coarsest when recorded per epoch.
+the two 0/1 learning-speed proxies of :mod:`cscore_lab.proxies.dynamics` computed from the
+same records (cumulative accuracy, the mean over records of margin > 0, and minus the
+forgetting events), which are the coarsest when recorded per epoch.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 
 from cscore_lab.analysis import correlate, detect_label_noise
 from cscore_lab.data import inject_label_noise, load_digits, load_mnist
+from cscore_lab.proxies.dynamics import forgetting_events
 from cscore_lab.proxies.hardness import HardnessRecorder, hardness_scores
 from cscore_lab.recipes import get_preset
 
@@ -59,7 +61,9 @@ def step_trajectories(dataset, recipe, *, runs, seed, every_steps):
         for name, v in rec.scores().items():
             if not name.startswith("final"):
                 out[f"{name}@{tag}"] = v
-        out[f"cum_accuracy@{tag}"] = (traj.margin > 0).mean(axis=(0, 1))
+        correct = traj.margin > 0
+        out[f"cum_accuracy@{tag}"] = correct.mean(axis=(0, 1))
+        out[f"neg_forgetting@{tag}"] = -forgetting_events(correct).mean(axis=0)
         print(f"{tag}: {traj.num_records} records", flush=True)
     return out
 
