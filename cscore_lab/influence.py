@@ -72,6 +72,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from .memorization import (
     Memorization,
@@ -338,7 +339,7 @@ class Influence(ResultTable):
         })
         return df
 
-    def pairs(self, threshold: float = 0.15, *, memorization: Memorization | np.ndarray | None = None):
+    def pairs(self, threshold: float = 0.15, *, memorization: Memorization | ArrayLike | None = None):
         """High-influence pairs, as Feldman & Zhang report them: every kept pair with influence above ``threshold``.
 
         Parameters
@@ -373,7 +374,7 @@ class Influence(ResultTable):
                           f"may exist for them; recompute with a larger k", UserWarning, stacklevel=2)
         return df
 
-    def for_example(self, j: int, *, memorization: Memorization | np.ndarray | None = None):
+    def for_example(self, j: int, *, memorization: Memorization | ArrayLike | None = None):
         """The training examples target ``j`` depends on most: rank, train_index, influence, stderr, train_label."""
         import pandas as pd
 
@@ -488,7 +489,8 @@ class InfluenceAccumulator:
         """Bytes of packed masks held."""
         return int(sum(p.nbytes for chunks in (*self._trained, *self._targets) for p in chunks))
 
-    def add(self, ratio: float, trained, correct=None, *, eval_correct=None) -> None:
+    def add(self, ratio: float, trained: ArrayLike, correct: ArrayLike | None = None, *,
+            eval_correct: ArrayLike | None = None) -> None:
         """Keep the masks of one shard's models.
 
         Parameters
@@ -522,20 +524,27 @@ class InfluenceAccumulator:
         self._trained[s].append(np.packbits(t, axis=1))
         self._targets[s].append(np.packbits(target, axis=1))
 
-    def add_shard(self, shard: Any) -> None:
+    def add_shard(self, shard: Any) -> bool:
         """Keep a stored shard's models: anything with ``ratio``, ``trained``, ``correct`` and, with an
-        evaluation set, ``eval_correct``."""
+        evaluation set, ``eval_correct``.
+
+        Returns False, keeping nothing, for a shard of a ratio outside :attr:`ratios`, True otherwise.
+        """
+        if _ratio_key(shard.ratio) not in self._index:
+            return False
+        name = getattr(shard, "key", shard)
         if getattr(shard, "trained", None) is None:
-            raise ValueError(f"shard {getattr(shard, 'key', shard)!r} has no 'trained' mask: it was written "
-                             f"before shards recorded correctness on training examples; recompute it")
+            raise ValueError(f"shard {name!r} has no 'trained' mask: it was written before shards recorded "
+                             f"correctness on training examples; recompute it")
         if self.n_eval is None:
             self.add(shard.ratio, shard.trained, shard.correct)
         else:
             ev = getattr(shard, "eval_correct", None)
             if ev is None:
-                raise ValueError(f"shard {getattr(shard, 'key', shard)!r} has no correctness on an evaluation set; "
-                                 f"estimate with the evaluation set given, or without n_eval")
+                raise ValueError(f"shard {name!r} has no correctness on an evaluation set; estimate with the "
+                                 f"evaluation set given, or without n_eval")
             self.add(shard.ratio, shard.trained, eval_correct=ev)
+        return True
 
     # ------------------------------------------------------------------ result
     def _consolidate(self):
@@ -558,8 +567,9 @@ class InfluenceAccumulator:
         k = _check_count(k, "k", 1)
         return int(memory_budget) + 64 * k * self.n_targets + self.nbytes + 4096
 
-    def result(self, train_labels, eval_labels=None, *, k: int = 10, min_models: int = 1,
-               memory_budget: int = DEFAULT_MEMORY_BUDGET, n_threads: int | None = None, **info: Any) -> Influence:
+    def result(self, train_labels: ArrayLike, eval_labels: ArrayLike | None = None, *, k: int = 10,
+               min_models: int = 1, memory_budget: int = DEFAULT_MEMORY_BUDGET, n_threads: int | None = None,
+               **info: Any) -> Influence:
         """The top-k most influential training examples of every target, from the models kept so far.
 
         Parameters

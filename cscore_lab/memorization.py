@@ -45,6 +45,7 @@ from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .results import ResultTable, check_array
 
@@ -360,7 +361,7 @@ class MemorizationAccumulator:
         """Position of ``ratio`` in :attr:`ratios`; a :class:`ValueError` for a ratio not in the plan."""
         return _ratio_index(self._index, self.ratios, ratio)
 
-    def add(self, ratio: float, trained, correct, *, runs=None) -> None:
+    def add(self, ratio: float, trained: ArrayLike, correct: ArrayLike, *, runs: ArrayLike | None = None) -> None:
         """Count the models of one shard.
 
         Parameters
@@ -395,15 +396,22 @@ class MemorizationAccumulator:
         self._arrived[s] += t.shape[0]
         self.models += t.shape[0]
 
-    def add_shard(self, shard: Any) -> None:
+    def add_shard(self, shard: Any) -> bool:
         """Count a stored shard: anything with ``ratio``, ``runs``, ``trained`` [M, N] and ``correct``
-        [M, N] on all examples (the shard format that records correctness on training examples)."""
+        [M, N] on all examples (the shard format that records correctness on training examples).
+
+        Returns False, counting nothing, for a shard of a ratio outside :attr:`ratios` (a run folder
+        keeps the shards of an earlier plan's ratios), True otherwise.
+        """
+        if _ratio_key(shard.ratio) not in self._index:
+            return False
         if getattr(shard, "trained", None) is None:
             raise ValueError(f"shard {getattr(shard, 'key', shard)!r} has no 'trained' mask: it was written "
                              f"before shards recorded correctness on training examples; recompute it")
         self.add(shard.ratio, shard.trained, shard.correct, runs=getattr(shard, "runs", None))
+        return True
 
-    def result(self, labels, *, min_models: int = 1, **info: Any) -> Memorization:
+    def result(self, labels: ArrayLike, *, min_models: int = 1, **info: Any) -> Memorization:
         """The estimate from the models counted so far.
 
         Parameters

@@ -274,6 +274,9 @@ def test_bad_inputs_are_clear():
     shard.trained = t
     with pytest.raises(ValueError, match="no correctness on an evaluation set"):
         acc.add_shard(shard)
+    assert own.add_shard(shard) and own.models == 4
+    shard.ratio = 0.3
+    assert not own.add_shard(shard) and own.models == 4  # a ratio of another plan: not kept
 
 
 # ------------------------------------------------------------------------- the constructed case

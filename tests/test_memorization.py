@@ -127,8 +127,10 @@ def test_add_shard_reads_the_shard_format():
     ratio, runs, t, c = random_shards(n, 8, shards_per_ratio=1)[1]
     shard = type("Shard", (), {"key": "k", "ratio": ratio, "runs": runs, "trained": t, "correct": c})()
     a, b = MemorizationAccumulator(n, RATIOS), MemorizationAccumulator(n, RATIOS)
-    a.add_shard(shard)
+    assert a.add_shard(shard)
     b.add(ratio, t, c, runs=runs)
+    other = type("Shard", (), {"key": "k", "ratio": 0.3, "runs": runs, "trained": t, "correct": c})()
+    assert not a.add_shard(other)  # a ratio of another plan: not counted
     np.testing.assert_array_equal(a.result(np.zeros(n, int)).memorization, b.result(np.zeros(n, int)).memorization)
     old = type("OldShard", (), {"key": "r0.5_runs0-4", "ratio": ratio, "runs": runs, "correct": c})()
     with pytest.raises(ValueError, match="r0.5_runs0-4.*no 'trained' mask"):
