@@ -76,11 +76,11 @@ def spearman_brown(rho: float, factor: float) -> float:
 
 
 def train(dataset: Dataset, *, out: Path, runs: int, ratios: Sequence[float], step: int, device: str,
-          budget_s: float, seed: int = 0) -> dict[str, Any]:
+          budget_s: float, seed: int = 0, precision: str = "fp32") -> dict[str, Any]:
     """Run stages of ``step`` more runs per ratio until ``runs`` are done or the budget is spent."""
     from cscore_lab.holdout import Estimation
 
-    recipe = get_preset("mnist-mlp").recipe
+    recipe = get_preset("mnist-mlp").recipe.with_(precision=precision)
     t0 = time.perf_counter()
     deadline = t0 + budget_s
     stopped = False
@@ -244,6 +244,12 @@ def init_check(dataset: Dataset, ratio: float, models: int, device: str) -> dict
             "difference": float(diff.mean()), "se": se}
 
 
+def _folder_precision(out: Path) -> str:
+    """The precision of the recipe the run folder holds (folders from before the field: fp32)."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    return manifest["identity"]["recipe"].get("precision", "fp32")
+
+
 def _complete_prefix(by_run: dict[int, Any]) -> int:
     r = 0
     while r in by_run:
@@ -272,7 +278,8 @@ def markdown(rep: dict[str, Any]) -> str:
     level = ", ".join(f"{k}: {v:.4f}" for k, v in rep["heldout_accuracy_by_ratio"].items())
     lines.append(f"Held-out accuracy by ratio, pooled ({level}); mean {rep['heldout_accuracy_mean']:.4f} vs published "
                  f"mean {rep['published_mean']:.4f}.")
-    lines.append(f"Ratios: {', '.join(f'{r:g}' for r in rep['ratios'])}; {rep['complete_runs_per_ratio']} runs finished at every ratio. "
+    lines.append(f"Precision: {rep.get('precision', 'fp32')}. "
+                 f"Ratios: {', '.join(f'{r:g}' for r in rep['ratios'])}; {rep['complete_runs_per_ratio']} runs finished at every ratio. "
                  f"Seconds per model by ratio ({secs}); mean {rep['seconds_per_model_mean']:.1f} s.")
     return "\n".join(lines)
 
@@ -298,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ratios", type=parse_ratios, default=PAPER_RATIOS, help="'paper' (0.1..0.9) or a comma list")
     ap.add_argument("--step", type=int, default=2, help="runs per ratio added per stage = shard size (default: %(default)s)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="the recipe's precision (default: %(default)s); use another --out per precision, since "
+                         "a run folder holds one recipe")
     ap.add_argument("--budget-minutes", type=float, default=60.0, help="stop training after this many minutes (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--report-only", action="store_true", help="do not train; report what the run folder holds")
@@ -324,12 +334,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     info: dict[str, Any] = {}
     if not args.report_only:
-        print(f"training mnist-mlp: up to {args.runs} runs x {len(args.ratios)} ratios, stages of {args.step}, "
+        print(f"training mnist-mlp ({args.precision}): up to {args.runs} runs x {len(args.ratios)} ratios, stages of {args.step}, "
               f"budget {args.budget_minutes:g} min, run folder {args.out}", flush=True)
         info = train(dataset, out=args.out, runs=args.runs, ratios=args.ratios, step=args.step,
-                     device=args.device, budget_s=60.0 * args.budget_minutes)
+                     device=args.device, budget_s=60.0 * args.budget_minutes, precision=args.precision)
     rep = report(dataset, published.scores, raw, args.out, args.ratios)
-    rep.update(train=info, command=" ".join(sys.argv))
+    rep.update(train=info, command=" ".join(sys.argv), precision=_folder_precision(args.out))
     if args.init_check:
         try:
             ratio_text, pairs_text = args.init_check.split(",")

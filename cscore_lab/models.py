@@ -289,20 +289,28 @@ class StackedMLP:
         return int(min(EVAL_CHUNK, max(64, (1 << 23) // widest)))
 
     def _forward_shared(self, x: torch.Tensor, layers: int) -> torch.Tensor:
-        """Outputs [M, n, width] of the first ``layers`` layers of every model on the same inputs ``x`` [n, d].
+        """Outputs [M, n, width] (possibly a strided view) of the first ``layers`` layers of every model
+        on the same inputs ``x`` [n, d].
 
-        The first layer of all M models is one wide product ``x @ [W_1; ...; W_M]^T`` ([n, M*out]),
-        read back as a strided [M, n, out] view by the batched products of the next layers.
+        The first layer of all M models is one wide product with the stacked weights ``[W_1; ...; W_M]``.
+        float32 runs it as ``x W^T`` ([n, M*out], read by the next batched products as a strided view);
+        bf16 runs everything transposed, ``h^T = W h_prev^T`` ([M*out, n]: each model's block already
+        contiguous), which measured 10-20% faster there and 8% slower in float32.
         """
         weights, biases = self._operands()
         m, n = self.num_models, x.shape[0]
         h = x.to(self.dtype) if x.dtype != self.dtype else x
         w0 = weights[0]
-        out0 = w0.shape[1]
-        h = torch.addmm(biases[0].reshape(1, m * out0), h, w0.reshape(m * out0, w0.shape[2]).t())
-        h = h.view(n, m, out0).transpose(0, 1)
-        for layer in range(1, layers):
-            h = torch.baddbmm(biases[layer], h.relu_(), weights[layer].transpose(1, 2))
+        w0_all = w0.reshape(m * w0.shape[1], w0.shape[2])
+        if self.dtype == torch.float32:
+            h = torch.addmm(biases[0].reshape(1, -1), h, w0_all.t()).view(n, m, -1).transpose(0, 1)
+            for layer in range(1, layers):
+                h = torch.baddbmm(biases[layer], h.relu_(), weights[layer].transpose(1, 2))
+        else:
+            h = torch.addmm(biases[0].reshape(-1, 1), w0_all, h.t()).view(m, -1, n)
+            for layer in range(1, layers):
+                h = torch.baddbmm(biases[layer].transpose(1, 2), weights[layer], h.relu_())
+            h = h.transpose(1, 2)
         if layers < len(weights):
             h = h.relu_()
         return h
