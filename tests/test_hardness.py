@@ -375,6 +375,8 @@ def test_recorders_and_entry_point_refuse_bad_options(digits):
     x, y = prepare_inputs(digits.subset(np.arange(50)), TINY, CPU)
     with pytest.raises(ValueError, match="at least 2 checkpoint"):
         InputGradientRecorder(x, y, (2,))
+    with pytest.raises(ValueError, match="leave 'vog' out"):
+        HardnessRecorder(x, y, epochs=1, families=["vog"])
     with pytest.raises(ValueError, match="needs steps_per_epoch"):
         TrajectoryRecorder(x, y, every_steps=2)
     with pytest.raises(ValueError, match=r"early_epoch must be epochs in 1\.\.3"):

@@ -911,6 +911,9 @@ class HardnessRecorder:
         if "el2n" in self.families or "grand" in self.families:
             self.norms = NormRecorder(x, y, self.early_epoch, gradients="grand" in self.families)
         if "vog" in self.families:
+            if self.total_epochs < 2:
+                raise ValueError(f"VoG needs checkpoints from at least 2 epochs but the training has {self.total_epochs}; "
+                                 f"leave 'vog' out of families")
             vog_epochs = range(1, self.total_epochs + 1) if vog_epochs is None else vog_epochs
             self.input_grads = InputGradientRecorder(x, y, _epoch_list("vog_epochs", vog_epochs, self.total_epochs))
         if "prototypicality" in self.families:
