@@ -78,12 +78,17 @@ def main(argv=None) -> int:
     ap.add_argument("--mnist", type=Path, default=None, help="MNIST IDX folder: run on MNIST instead of digits")
     ap.add_argument("--published", type=Path, default=None, help="folder or file of the published MNIST C-scores")
     ap.add_argument("--families", default=None, help="comma-separated score families (default: all)")
+    ap.add_argument("--vog-epochs", default=None, help="VoG checkpoints, e.g. 1-4 or 1,5,10 (default: every epoch)")
     ap.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of the correlations")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="run folder of the digits C-score estimate (resumable)")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = ap.parse_args(argv)
     families = dict(families=tuple(args.families.split(","))) if args.families else {}
+    if args.vog_epochs:
+        lo, _, hi = args.vog_epochs.partition("-")
+        families["vog_epochs"] = (range(int(lo), int(hi) + 1) if hi else
+                                  tuple(int(e) for e in args.vog_epochs.split(",")))
 
     mask = cs = None
     if args.mnist:

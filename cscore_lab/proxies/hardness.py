@@ -839,9 +839,9 @@ class InputGradientRecorder:
             self._mean = g.clone()
             self._m2 = g.new_zeros(g.shape)
             return
-        delta = g - self._mean
-        self._mean += delta / self.count
-        self._m2 += delta * (g - self._mean)
+        delta = g - self._mean  # Welford, in place: one temporary the size of g
+        self._mean.add_(delta, alpha=1.0 / self.count)
+        self._m2.addcmul_(delta, g.sub_(self._mean))
 
     def raw(self) -> np.ndarray:
         """float64 [M, N]: per-model VoG (mean over input dims of the per-dim std across checkpoints)."""
