@@ -13,8 +13,8 @@ from .recipes import PRESETS, Plan, Recipe  # noqa: E402
 _LAZY = {
     "estimate": "holdout", "Estimation": "holdout",
     "compute_proxies": "proxies.suite", "ProxyTable": "proxies.suite",
-    "correlate": "analysis", "detect_label_noise": "analysis",
-    "load_published": "published",
+    "correlate": "analysis", "detect_label_noise": "analysis", "detect_injected": "analysis",
+    "load_published": "published", "open_run": "runs", "DataSpec": "runs", "CScoreSession": "session",
     "inject_ood": "ood", "OOD_KINDS": "ood",
 }
 

@@ -6,29 +6,32 @@
   group, so their intervals are paired) are evaluated by a compiled kernel that works
   on integer rank codes: average ranks by counting, Kendall's discordant pairs with a
   Fenwick tree, O(n log n) per resample.
-* :func:`detect_label_noise` — AUROC, average precision and precision at k
-  (k = number of flipped labels) of every score for the flipped mask returned by
-  :func:`cscore_lab.data.inject_label_noise`; a low score means "suspect".
-* :func:`split_half` — rank agreement of two estimates of the same scores.
+* :func:`detect_injected` — AUROC, average precision and precision at k (k = number
+  injected) of every score for a mask of injected examples: flipped labels
+  (:func:`cscore_lab.data.inject_label_noise`, also :func:`detect_label_noise`) or
+  out-of-distribution inputs (:func:`cscore_lab.ood.inject_ood`); a low score means "suspect".
+* :func:`agreement`, :func:`lowest_overlap` — how closely one estimate of the C-scores matches
+  another (ours against the published ones); :func:`split_half` — rank agreement of two estimates.
 
-Results are plain objects (:class:`CorrelationTable`, :class:`DetectionTable`) with
-``to_frame()``, ``save()``/``load()`` and ``_repr_html_``; nothing here draws.
+Results are plain objects (:class:`CorrelationTable`, :class:`DetectionTable`) on the shared
+:class:`~cscore_lab.results.ResultTable` base; nothing here draws.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from numba import njit
 
-from .cscores import CScores
-from .proxies.suite import ProxyTable, html_table, load_npz, save_npz
+from .cscores import CScores, spearman
+from .proxies.suite import ProxyTable
+from .results import ResultTable, check_array
 
-__all__ = ["CorrelationTable", "DetectionTable", "correlate", "detect_label_noise", "split_half", "bootstrap_rank_correlations"]
+__all__ = ["CorrelationTable", "DetectionTable", "correlate", "detect_injected", "detect_label_noise", "split_half",
+           "bootstrap_rank_correlations", "agreement", "lowest_overlap"]
 
 CORR_FORMAT = "cscore_lab.correlations/1"
 DETECT_FORMAT = "cscore_lab.detection/1"
@@ -174,11 +177,12 @@ def bootstrap_rank_correlations(x: np.ndarray, y: np.ndarray, *, n_boot: int = 1
 
 
 def _point(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import kendalltau
 
-    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    rho = spearman(x, y)
+    if not np.isfinite(rho):
         return float("nan"), float("nan")
-    return float(spearmanr(x, y).statistic), float(kendalltau(x, y).statistic)
+    return rho, float(kendalltau(x, y).statistic)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -224,7 +228,7 @@ def _check_same_data(proxies: Any, cscores: CScores) -> None:
 
 
 @dataclass
-class CorrelationTable:
+class CorrelationTable(ResultTable):
     """Rank correlations of proxies with the C-score, overall (group "all") and per class.
 
     Attributes
@@ -251,16 +255,15 @@ class CorrelationTable:
     kendall_high: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
+    FORMAT = CORR_FORMAT
+    FILENAME = "correlations.npz"
     _ARRAYS = ("n", "spearman", "spearman_low", "spearman_high", "kendall", "kendall_low", "kendall_high")
 
     def __post_init__(self) -> None:
         self.proxies, self.groups = list(self.proxies), list(self.groups)
         shape = (len(self.proxies), len(self.groups))
         for name in self._ARRAYS:
-            arr = np.asarray(getattr(self, name), dtype=np.int64 if name == "n" else np.float64)
-            if arr.shape != shape:
-                raise ValueError(f"{name} has shape {arr.shape}, expected {shape} (proxies x groups)")
-            setattr(self, name, arr)
+            setattr(self, name, check_array(name, getattr(self, name), shape, np.int64 if name == "n" else np.float64))
 
     def to_frame(self):
         """Long DataFrame: one row per (proxy, group) with n and the estimates and their intervals."""
@@ -296,24 +299,40 @@ class CorrelationTable:
                      f"resamples; C-score split-half reliability {rel:.3f})")
         return "\n".join(lines)
 
-    def save(self, path: str | Path) -> Path:
-        arrays = {name: getattr(self, name) for name in self._ARRAYS}
-        return save_npz(path, CORR_FORMAT, arrays, {"proxies": self.proxies, "groups": self.groups, "meta": self.meta})
+    def value(self, proxy: str, stat: str = "spearman", group: str = "all") -> float:
+        """One correlation: of ``proxy`` with the C-score, in ``group`` ("all" or a class)."""
+        if stat not in _STATS:
+            raise ValueError(f"stat must be one of {_STATS}, got {stat!r}")
+        try:
+            p, g = self.proxies.index(proxy), self.groups.index(group)
+        except ValueError:
+            raise KeyError(f"no correlation for proxy {proxy!r} in group {group!r}") from None
+        return float(getattr(self, stat)[p, g])
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self._ARRAYS}
+
+    def _info(self) -> dict[str, Any]:
+        return {"proxies": self.proxies, "groups": self.groups, "meta": self.meta}
 
     @classmethod
-    def load(cls, path: str | Path) -> "CorrelationTable":
-        arrays, info = load_npz(path, CORR_FORMAT)
-        return cls(info["proxies"], info["groups"], meta=info["meta"], **arrays)
+    def _from_saved(cls, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> "CorrelationTable":
+        return cls(info["proxies"], info["groups"], meta=info["meta"], **{k: arrays[k] for k in cls._ARRAYS})
 
     def __repr__(self) -> str:
         return f"CorrelationTable(proxies={len(self.proxies)}, groups={len(self.groups)}, n_boot={self.meta.get('n_boot')})"
 
-    def _repr_html_(self) -> str:
+    def _html_title(self) -> str:
+        return f"Rank correlation with the C-score ({self.meta.get('dataset', '')})"
+
+    def _html_frame(self):
+        return self.overall()
+
+    def _html_notes(self) -> list[str]:
         rel = self.meta.get("reliability", float("nan"))
-        notes = [f"{self.meta.get('n_boot')} bootstrap resamples, {int(100 * self.meta.get('confidence', 0.95))}% "
-                 f"percentile intervals; C-score split-half reliability {rel:.3f}",
-                 "per-class values: .per_class(); all rows: .to_frame()"]
-        return html_table(f"Rank correlation with the C-score ({self.meta.get('dataset', '')})", self.overall(), notes)
+        return [f"{self.meta.get('n_boot')} bootstrap resamples, {int(100 * self.meta.get('confidence', 0.95))}% "
+                f"percentile intervals; C-score split-half reliability {rel:.3f}",
+                "per-class values: .per_class(); all rows: .to_frame()"]
 
 
 def correlate(
@@ -396,16 +415,16 @@ def correlate(
 
 
 @dataclass
-class DetectionTable:
-    """How well each score ranks flipped labels first (low score = suspect).
+class DetectionTable(ResultTable):
+    """How well each score ranks the injected examples first (low score = suspect).
 
     Attributes
     ----------
     scores : list of str
     auroc, average_precision, precision_at_k : float64 [S]
     meta : dict
-        ``k`` (= number flipped), ``n`` (examples), ``prevalence`` (the average precision
-        and precision at k of a random ranking).
+        ``k`` (= number injected), ``n`` (examples), ``prevalence`` (the average precision
+        and precision at k of a random ranking), ``what`` (flipped labels, out-of-distribution examples).
     """
 
     scores: list[str]
@@ -414,15 +433,18 @@ class DetectionTable:
     precision_at_k: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
+    FORMAT = DETECT_FORMAT
+    FILENAME = "detection.npz"
     _ARRAYS = ("auroc", "average_precision", "precision_at_k")
 
     def __post_init__(self) -> None:
         self.scores = list(self.scores)
         for name in self._ARRAYS:
-            arr = np.asarray(getattr(self, name), dtype=np.float64)
-            if arr.shape != (len(self.scores),):
-                raise ValueError(f"{name} has shape {arr.shape}, expected ({len(self.scores)},)")
-            setattr(self, name, arr)
+            setattr(self, name, check_array(name, getattr(self, name), (len(self.scores),)))
+
+    @property
+    def what(self) -> str:
+        return str(self.meta.get("what", "flipped labels"))
 
     def to_frame(self):
         """DataFrame indexed by score name, best AUROC first."""
@@ -432,30 +454,35 @@ class DetectionTable:
                           index=pd.Index(self.scores, name="score"))
         return df.sort_values("auroc", ascending=False)
 
+    def _note(self) -> str:
+        return (f"{self.meta.get('k')} {self.what} of {self.meta.get('n')}; low score = suspect; a random ranking has "
+                f"AUROC 0.5, AP and P@k {self.meta.get('prevalence', float('nan')):.3f}")
+
     def to_string(self) -> str:
         lines = [f"{'score':<28} {'AUROC':>7} {'AP':>7} {'P@k':>7}"]
         for name, r in self.to_frame().iterrows():
             lines.append(f"{name:<28} {r.auroc:7.3f} {r.average_precision:7.3f} {r.precision_at_k:7.3f}")
-        lines.append(f"({self.meta.get('k')} flipped of {self.meta.get('n')}; a random ranking has AUROC 0.5, "
-                     f"AP and P@k {self.meta.get('prevalence', float('nan')):.3f})")
+        lines.append(f"({self._note()})")
         return "\n".join(lines)
 
-    def save(self, path: str | Path) -> Path:
-        return save_npz(path, DETECT_FORMAT, {n: getattr(self, n) for n in self._ARRAYS},
-                        {"scores": self.scores, "meta": self.meta})
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {n: getattr(self, n) for n in self._ARRAYS}
+
+    def _info(self) -> dict[str, Any]:
+        return {"scores": self.scores, "meta": self.meta}
 
     @classmethod
-    def load(cls, path: str | Path) -> "DetectionTable":
-        arrays, info = load_npz(path, DETECT_FORMAT)
-        return cls(info["scores"], meta=info["meta"], **arrays)
+    def _from_saved(cls, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> "DetectionTable":
+        return cls(info["scores"], meta=info["meta"], **{k: arrays[k] for k in cls._ARRAYS})
 
     def __repr__(self) -> str:
-        return f"DetectionTable(scores={len(self.scores)}, flipped={self.meta.get('k')}, examples={self.meta.get('n')})"
+        return f"DetectionTable(scores={len(self.scores)}, {self.what}={self.meta.get('k')}, examples={self.meta.get('n')})"
 
-    def _repr_html_(self) -> str:
-        note = (f"{self.meta.get('k')} flipped of {self.meta.get('n')}; low score = suspect; random ranking: "
-                f"AUROC 0.5, AP and P@k {self.meta.get('prevalence', float('nan')):.3f}")
-        return html_table("Label-noise detection", self.to_frame(), [note])
+    def _html_title(self) -> str:
+        return "Label-noise detection" if self.what == "flipped labels" else f"Finding the {self.what}"
+
+    def _html_notes(self) -> list[str]:
+        return [self._note()]
 
 
 def _suspicion_ranks(score: np.ndarray) -> np.ndarray:
@@ -465,22 +492,26 @@ def _suspicion_ranks(score: np.ndarray) -> np.ndarray:
     return rankdata(-np.nan_to_num(score, nan=-np.inf, posinf=np.inf, neginf=-np.inf))
 
 
-def detect_label_noise(
+def detect_injected(
     scores: ProxyTable | Mapping[str, Any] | CScores,
-    flipped_mask: np.ndarray,
+    mask: np.ndarray,
     *,
     cscores: CScores | None = None,
+    what: str = "flipped labels",
 ) -> DetectionTable:
-    """AUROC, average precision and precision at k of each score for finding flipped labels.
+    """AUROC, average precision and precision at k of each score for finding injected examples.
 
     Parameters
     ----------
     scores : ProxyTable, CScores or dict of str to array [N]
         Oriented like the C-score: a **low** score marks an example as suspect.
-    flipped_mask : bool array [N]
-        True where the label was flipped (as returned by ``inject_label_noise``).
+    mask : bool array [N]
+        True where the example was injected: flipped labels (``inject_label_noise``) or
+        out-of-distribution inputs (``inject_ood``).
     cscores : CScores, optional
         Added as a score named "cscore".
+    what : str, default "flipped labels"
+        What the mask marks, for the table's notes ("out-of-distribution examples", ...).
 
     Returns
     -------
@@ -489,29 +520,29 @@ def detect_label_noise(
     Raises
     ------
     ValueError
-        A mask that is not boolean, of the wrong length, with no flipped or no clean
+        A mask that is not boolean, of the wrong length, with no injected or no clean
         example; scores of the wrong length.
 
     Notes
     -----
-    Precision at k counts the flipped among the k lowest scores, k = number flipped;
+    Precision at k counts the injected among the k lowest scores, k = number injected;
     ties at the cut share the places (each tied example counts by the fraction of the
     tie that fits). NaN scores rank as most suspect.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    mask = np.asarray(flipped_mask)
+    mask = np.asarray(mask)
     if mask.dtype != np.bool_:
-        raise ValueError(f"flipped_mask must be a boolean array, got dtype {mask.dtype}")
+        raise ValueError(f"the mask must be a boolean array, got dtype {mask.dtype}")
     if mask.ndim != 1:
-        raise ValueError(f"flipped_mask must be 1-D, got shape {mask.shape}")
+        raise ValueError(f"the mask must be 1-D, got shape {mask.shape}")
     n, k = mask.shape[0], int(mask.sum())
     if k == 0 or k == n:
-        raise ValueError(f"flipped_mask must mark some but not all examples as flipped, got {k} of {n}")
+        raise ValueError(f"the mask must mark some but not all examples as {what}, got {k} of {n}")
     values = _as_scores(scores, n)
     if cscores is not None:
         if len(cscores) != n:
-            raise ValueError(f"cscores has {len(cscores)} examples but flipped_mask has {n}: lengths must match")
+            raise ValueError(f"cscores has {len(cscores)} examples but the mask has {n}: lengths must match")
         values = {"cscore": cscores.scores, **values}
     auroc, ap, pk = [], [], []
     for a in values.values():
@@ -519,8 +550,18 @@ def detect_label_noise(
         auroc.append(roc_auc_score(mask, r))
         ap.append(average_precision_score(mask, r))
         pk.append(_precision_at_k(r, mask, k))
-    meta = {"k": k, "n": n, "prevalence": k / n}
+    meta = {"k": k, "n": n, "prevalence": k / n, "what": what}
     return DetectionTable(list(values), np.array(auroc), np.array(ap), np.array(pk), meta)
+
+
+def detect_label_noise(
+    scores: ProxyTable | Mapping[str, Any] | CScores,
+    flipped_mask: np.ndarray,
+    *,
+    cscores: CScores | None = None,
+) -> DetectionTable:
+    """:func:`detect_injected` for flipped labels (the mask of ``inject_label_noise``)."""
+    return detect_injected(scores, flipped_mask, cscores=cscores, what="flipped labels")
 
 
 def _precision_at_k(suspicion: np.ndarray, mask: np.ndarray, k: int) -> float:
@@ -553,3 +594,90 @@ def split_half(a: np.ndarray | CScores, b: np.ndarray | CScores) -> float:
         raise ValueError(f"the two estimates must be 1-D of one length, got shapes {x.shape} and {y.shape}")
     ok = np.isfinite(x) & np.isfinite(y)
     return _point(x[ok], y[ok])[0]
+
+
+# --------------------------------------------------------------------------- agreement of two estimates
+
+
+def _scores_of(x: CScores | np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(x.scores if isinstance(x, CScores) else x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{what} must be 1-D scores, got shape {a.shape}")
+    return a
+
+
+def lowest_overlap(ours: CScores | np.ndarray, theirs: CScores | np.ndarray, k: int = 600) -> float:
+    """Share of the ``k`` lowest of ``theirs`` that are among the ``k`` lowest of ``ours``.
+
+    Scores from few runs are coarse (many equal values): examples of ``ours`` tied at
+    the cut-off each count with the probability that a random tie-break selects them, so
+    the result is the expected overlap, not an artefact of index order. ``theirs`` is cut
+    by a stable sort. NaN in ``ours`` ranks last.
+
+    Parameters
+    ----------
+    ours, theirs : CScores or float array [N]
+    k : int, default 600
+        How many lowest to compare (600 = 1% of MNIST, the paper's "lowest 1%").
+
+    Returns
+    -------
+    float in [0, 1]; ``k / N`` is what random scores give on average.
+    """
+    a, b = _scores_of(ours, "ours"), _scores_of(theirs, "theirs")
+    if a.shape != b.shape:
+        raise ValueError(f"ours has {a.size} scores and theirs {b.size}; they must cover the same examples")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= a.size:
+        raise ValueError(f"k must be an integer in 1..{a.size}, got {k!r}")
+    theirs_low = np.zeros(b.size, dtype=bool)
+    theirs_low[np.argsort(np.nan_to_num(b, nan=np.inf), kind="stable")[:k]] = True
+    o = np.nan_to_num(a, nan=np.inf)
+    cut = np.partition(o, k - 1)[k - 1]
+    below, tied = o < cut, o == cut
+    take = k - int(below.sum())
+    hits = float((below & theirs_low).sum()) + take * float((tied & theirs_low).sum()) / float(tied.sum())
+    return hits / k
+
+
+def agreement(ours: CScores | np.ndarray, theirs: CScores | np.ndarray, *, lowest: int = 600) -> dict[str, float]:
+    """How closely one estimate of the C-scores matches another (ours vs. the published ones, say).
+
+    Parameters
+    ----------
+    ours, theirs : CScores or float array [N]
+        Scores of the same examples in the same order; two CScores must carry equal labels.
+    lowest : int, default 600
+        Size of the low end compared by :func:`lowest_overlap`.
+
+    Returns
+    -------
+    dict
+        ``spearman``, ``kendall`` (tau-b), ``overlap_lowest`` (expected share of their
+        ``lowest`` lowest among ours), ``mad`` (mean absolute difference), ``mean_difference``
+        (mean of ours minus theirs), ``n`` (finite pairs used).
+
+    See Also
+    --------
+    cscore_lab.analysis.correlate : proxies against C-scores, with bootstrap intervals.
+    """
+    from scipy.stats import kendalltau
+
+    a, b = _scores_of(ours, "ours"), _scores_of(theirs, "theirs")
+    if a.shape != b.shape:
+        raise ValueError(f"ours has {a.size} scores and theirs {b.size}; they must cover the same examples")
+    if isinstance(ours, CScores) and isinstance(theirs, CScores) and not np.array_equal(ours.labels, theirs.labels):
+        bad = np.flatnonzero(ours.labels != theirs.labels)
+        raise ValueError(f"the two estimates carry different labels ({bad.size} differ, first at index {bad[0]}); "
+                         f"they are not of the same examples in the same order")
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        raise ValueError(f"only {int(ok.sum())} examples have finite scores in both; need at least 3")
+    x, y = a[ok], b[ok]
+    return {
+        "spearman": spearman(x, y),
+        "kendall": float(kendalltau(x, y).statistic),
+        "overlap_lowest": lowest_overlap(a, b, lowest),
+        "mad": float(np.mean(np.abs(x - y))),
+        "mean_difference": float(np.mean(x - y)),
+        "n": int(ok.sum()),
+    }

@@ -1,47 +1,43 @@
-"""Where shards run. A backend takes the job and the shards still to do and calls
-``on_result`` in the driver for each finished shard; the driver writes the store.
+"""Where shards run. A backend takes the job and the shards still to do and calls ``on_result``
+in the driver for each finished shard (the driver writes the store), and ``on_progress`` as the
+shards in flight train; it says how it checks the requested device (``check_device``).
 
 ``local`` runs shards on worker threads of this process (start the
-:class:`~cscore_lab.holdout.Estimation` in a background thread to keep a notebook
-usable). ``ray`` spreads them over a Ray cluster (``pip install 'cscore-lab[ray]'``).
+:class:`~cscore_lab.holdout.Estimation` in a background thread to keep a notebook usable).
+``ray`` spreads them over a Ray cluster (``pip install 'cscore-lab[ray]'``). Backends import
+:mod:`cscore_lab.shards` and nothing above it.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
-from .holdout import ShardJob, ShardSpec, compute_shard
+from .shards import ShardJob, ShardSpec, compute_shard
 from .store import ShardResult
+from .trainer import torch_threads
 
-__all__ = ["Backend", "LocalBackend", "get_backend", "backend_from_options", "BACKENDS"]
+__all__ = ["Backend", "LocalBackend", "get_backend", "backend_from_options", "BACKENDS", "ProgressCallback"]
+
+#: ``on_progress(spec, fraction)``: shard ``spec`` has trained ``fraction`` of its steps.
+ProgressCallback = Callable[[ShardSpec, float], None]
 
 
 class Backend(Protocol):
+    def check_device(self, device: str) -> None:
+        """Raise ``ValueError`` now if shards cannot train on ``device`` (as far as the driver can tell)."""
+
     def run(
         self,
         job: ShardJob,
         shards: Sequence[ShardSpec],
         on_result: Callable[[ShardResult], None],
         stop: threading.Event,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         """Compute ``shards``; call ``on_result`` for each as it finishes; return early once ``stop`` is set."""
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op torch threads, then restore the previous count."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class LocalBackend:
@@ -51,15 +47,21 @@ class LocalBackend:
     models scale poorly across threads but independent shards scale perfectly, and a fixed
     thread count keeps results identical whatever the machine (and to the Ray backend, whose
     one-CPU tasks also run one thread). ``workers`` defaults to the number of CPU cores, or 1
-    on a GPU. A stop request drops the shards in flight; finished ones have been delivered.
+    on a GPU. Workers are daemon threads that stop at the next training step once ``stop`` is
+    set, so neither a stop request nor leaving Python waits for queued shards.
     """
 
     name = "local"
 
     def __init__(self, workers: int | None = None):
-        if workers is not None and (not isinstance(workers, int) or workers < 1):
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         self.workers = workers
+
+    def check_device(self, device: str) -> None:
+        from .trainer import resolve_device
+
+        resolve_device(device)  # the hardware is here: fail now, not in the first shard
 
     def _workers(self, device_type: str, n_shards: int) -> int:
         if self.workers is not None:
@@ -68,34 +70,72 @@ class LocalBackend:
         return max(1, min(default, n_shards))
 
     def run(self, job: ShardJob, shards: Sequence[ShardSpec], on_result: Callable[[ShardResult], None],
-            stop: threading.Event) -> None:
+            stop: threading.Event, on_progress: ProgressCallback | None = None) -> None:
         if not shards:
             return
         device, _, _ = job.prepared()  # once, before any worker starts
         workers = self._workers(device.type, len(shards))
+
+        def shard(spec: ShardSpec) -> ShardResult:
+            report = None if on_progress is None else (lambda done, total, spec=spec: on_progress(spec, done / total))
+            return compute_shard(job, spec, stop, progress=report)
+
         with torch_threads(1):
             if workers == 1:
                 for spec in shards:
                     if stop.is_set():
                         return
-                    on_result(compute_shard(job, spec, stop))
+                    on_result(shard(spec))
                 return
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cscore-shard") as pool:
-                pending = {pool.submit(compute_shard, job, spec, stop) for spec in shards}
+            self._run_threads(shards, shard, on_result, stop, workers)
+
+    @staticmethod
+    def _run_threads(shards: Sequence[ShardSpec], shard: Callable[[ShardSpec], ShardResult],
+                     on_result: Callable[[ShardResult], None], stop: threading.Event, workers: int) -> None:
+        from .trainer import Interrupted
+
+        todo: "queue.SimpleQueue[ShardSpec]" = queue.SimpleQueue()
+        for spec in shards:
+            todo.put(spec)
+        done: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
+
+        def work() -> None:
+            while not stop.is_set():
                 try:
-                    while pending:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        failed = [f.exception() for f in done if f.exception() is not None]
-                        for fut in done:  # deliver what finished before raising anything
-                            if fut.exception() is None:
-                                on_result(fut.result())
-                        if failed:
-                            raise failed[0]
-                except BaseException:
+                    spec = todo.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    done.put(("ok", shard(spec)))
+                except Interrupted:
+                    break
+                except BaseException as exc:  # delivered to the driver, which stops the others
+                    done.put(("error", exc))
+                    break
+            done.put(("exit", None))
+
+        threads = [threading.Thread(target=work, name=f"cscore-shard-{i}", daemon=True) for i in range(workers)]
+        for t in threads:
+            t.start()
+        running, error = len(threads), None
+        try:
+            while running:
+                try:
+                    kind, value = done.get(timeout=0.25)  # a timeout keeps Ctrl-C responsive
+                except queue.Empty:
+                    continue
+                if kind == "exit":
+                    running -= 1
+                elif kind == "error":
+                    error = error or value
                     stop.set()  # shards in flight end at their next step; queued ones never start
-                    for fut in pending:
-                        fut.cancel()
-                    raise
+                elif error is None:
+                    on_result(value)  # deliver what finished before raising anything
+        except BaseException:
+            stop.set()
+            raise
+        if error is not None:
+            raise error
 
     def __repr__(self) -> str:
         return f"LocalBackend(workers={self.workers})"
@@ -124,9 +164,7 @@ def get_backend(name: str, **options: Any) -> Backend:
             raise ValueError(f"the local backend takes only 'workers', got {sorted(unknown)}")
         return LocalBackend(**options)
     if name == "ray":
-        try:
-            from .ray_backend import RayBackend
-        except ImportError as exc:  # the module exists; Ray itself may not
-            raise ImportError(f"{exc}") from exc
+        from .ray_backend import RayBackend
+
         return RayBackend(**options)
     raise ValueError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")

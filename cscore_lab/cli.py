@@ -1,19 +1,23 @@
-"""``cscore-lab``: the same work as the magics, for terminals and clusters.
+"""``cscore-lab``: the same work as the magics, for terminals and clusters. Parse, call, print.
 
-Each subcommand is a pair: ``_add_<name>(subparsers)`` declares its arguments and sets
-``func``; the function does the work by calling the library. Add a subcommand by
-writing such a pair and listing it in :data:`COMMANDS`.
+Options are declared once in :mod:`cscore_lab.options` and estimates are built by its
+:func:`~cscore_lab.options.resolve_estimation`, as ``%cscore estimate`` builds them; runs are
+opened by :func:`cscore_lab.runs.open_run`. Each subcommand is a pair: ``_add_<name>(subparsers)``
+declares its arguments and sets ``func``; the function does the work by calling the library.
+Add a subcommand by writing such a pair and listing it in :data:`COMMANDS`.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .options import (EstimateOptions, add_dataset_options, add_estimate_options, add_proxy_options, data_spec_from,
+                      error_message, positive_int, resolve_estimation, seed_value)
+from .shards import TrainingDiverged
 from .store import StoreBusyError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -21,79 +25,6 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 class CLIError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _float_in(text: str, kind: str, name: str, interval: str, inside) -> float:
-    """Parse ``text`` as a float and check it with ``inside``; messages name the value and the interval."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a {kind} in {interval}, got {text!r}") from None
-    if not inside(v):
-        raise argparse.ArgumentTypeError(f"{name} {v:g} is outside {interval}")
-    return v
-
-
-def _ratio(text: str) -> float:
-    return _float_in(text, "ratio", "subset ratio", "(0, 1)", lambda v: 0.0 < v < 1.0)
-
-
-def _fraction(text: str) -> float:
-    return _float_in(text, "fraction", "label-noise fraction", "[0, 1]", lambda v: 0.0 <= v <= 1.0)
-
-
-# --------------------------------------------------------------------------- shared pieces
-
-
-def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
-    """--dataset, --data and --label-noise, shared by the subcommands that load data."""
-    from .data import DATASETS
-
-    p.add_argument("--dataset", default="digits", choices=list(DATASETS), metavar="NAME",
-                   help=f"data set: {', '.join(DATASETS)} (default: digits, bundled)")
-    p.add_argument("--data", metavar="PATH", help="folder or file holding the data set (all but digits)")
-    p.add_argument("--label-noise", type=_fraction, default=0.0, metavar="FRACTION",
-                   help="flip this fraction of labels to another class first (seeded by --seed)")
-
-
-def load_dataset_from_args(args: argparse.Namespace):
-    """The data set the arguments name, with label noise applied; returns (dataset, flipped mask or None)."""
-    from .data import inject_label_noise, load_dataset
-
-    ds = load_dataset(args.dataset, args.data)
-    if args.label_noise:
-        ds, mask = inject_label_noise(ds, args.label_noise, seed=getattr(args, "seed", 0) or 0)
-        return ds, mask
-    return ds, None
-
-
-def print_summary(cs, seconds: float | None = None, out=None) -> None:
-    out = out or sys.stdout
-    s = cs.summary()
-    lines = [
-        f"examples          {s['examples']}",
-        f"ratios            {len(cs.ratios)} ({', '.join(f'{r:g}' for r in cs.ratios)})",
-        f"runs per ratio    {cs.runs} ({cs.meta.get('runs_done', '?')} models trained in all)",
-        f"mean C-score      {s['mean_score']:.4f}",
-        f"below 0.5         {s['below_0.5']} ({100 * s['below_0.5'] / max(1, s['examples']):.1f}%)",
-        f"reliability       {s['reliability']:.4f} (split-half Spearman)",
-        f"mean std. error   {s['mean_stderr']:.4f}",
-    ]
-    if seconds is not None:
-        lines.append(f"time              {seconds:.1f} s")
-    print(f"C-scores of {s['dataset']}", file=out)
-    for line in lines:
-        print("  " + line, file=out)
 
 
 def print_lowest(cs, dataset, k: int = 10, out=None) -> None:
@@ -105,75 +36,43 @@ def print_lowest(cs, dataset, k: int = 10, out=None) -> None:
         print(f"  {i:5d}  {name:>5}  {cs.scores[i]:7.3f}  {cs.stderr[i]:7.3f}", file=out)
 
 
+def _run_estimation(est, *, progress: bool, seconds_label: bool = True) -> int:
+    """Run, print the summary; 0 when finished, 1 when stopped early."""
+    t0 = time.perf_counter()
+    cs = est.run(progress=progress)
+    print(cs.to_string())
+    print(f"  {'time':<17} {time.perf_counter() - t0:.1f} s")
+    if est.progress.state != "finished":
+        print(f"stopped early: {est.progress.line()}; run the same command again to resume")
+        return 1
+    if est.out is not None:
+        print(f"saved: {est.out / 'cscores.npz'}")
+    return 0
+
+
 # --------------------------------------------------------------------------- estimate
 
 
 def _add_estimate(sub) -> None:
-    from .recipes import PRESETS
-
     p = sub.add_parser("estimate", help="estimate C-scores by the holdout procedure",
                        description="Train many models on random subsets and record held-out correctness. "
-                                   "Rerunning with the same --out resumes.")
-    add_dataset_arguments(p)
-    p.add_argument("--preset", default=None, choices=list(PRESETS), metavar="NAME",
-                   help=f"training recipe: {', '.join(PRESETS)} (default: digits-mlp, or mnist-mlp for MNIST-shaped data)")
-    p.add_argument("--ratios", type=_ratio, nargs="+", metavar="R", help="subset ratios (default: the preset's, 0.1 ... 0.9)")
-    p.add_argument("--runs", type=_positive_int, metavar="N", help="models per ratio (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of subsets, initialisations and batch orders (default 0)")
-    p.add_argument("--shard-size", type=_positive_int, metavar="M", help="models trained together and stored per file")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--backend", default="local", choices=["local", "ray"], help="where shards run (default local)")
-    p.add_argument("--address", default=None, help="Ray cluster address (with --backend ray); default: a local instance")
-    p.add_argument("--num-gpus", type=float, default=None, metavar="F", help="GPU fraction per shard on Ray (default 0.25)")
-    p.add_argument("--out", metavar="DIR", help="run folder (default: cscore-runs/<dataset>-<preset>-seed<seed>)")
+                                   "Rerunning with the same --out resumes; the same options as '%%cscore estimate' "
+                                   "make the same run folder.")
+    add_dataset_options(p, positional=False, noise=True)
+    add_estimate_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_estimate)
 
 
-def _default_preset(dataset_name: str, input_shape: Sequence[int]) -> str:
-    if len(input_shape) == 3 and input_shape[0] in (1, 3):
-        return "cifar-cnn"
-    if dataset_name in ("mnist", "fashion-mnist") or math.prod(input_shape) == 784:
-        return "mnist-mlp"
-    return "digits-mlp"
-
-
-def _make_estimation(args: argparse.Namespace):
-    from dataclasses import replace
-
-    from .backends import backend_from_options
-    from .holdout import Estimation, default_run_folder
-    from .recipes import get_preset
-
-    ds, mask = load_dataset_from_args(args)
-    preset = get_preset(args.preset or _default_preset(args.dataset, ds.input_shape))
-    plan = preset.plan
-    changes = {k: v for k, v in (("ratios", args.ratios and tuple(args.ratios)), ("runs", args.runs),
-                                   ("shard_size", args.shard_size)) if v}
-    plan = replace(plan, seed=args.seed, **changes)
-    backend = backend_from_options(args.backend, address=args.address, num_gpus=args.num_gpus)
-    out = Path(args.out) if args.out else default_run_folder(ds.name, preset.recipe.name, args.seed)
-    est = Estimation(ds, preset.recipe, plan, out=out, device=args.device, backend=backend)
-    if mask is not None:
-        import numpy as np
-
-        np.save(out / "flipped.npy", mask, allow_pickle=False)
-    return est, ds
-
-
 def cmd_estimate(args: argparse.Namespace) -> int:
-    est, ds = _make_estimation(args)
-    print(f"run folder: {est.out}  ({len(est.shards)} shards, {est.plan.total_runs} models, "
-          f"recipe {est.recipe.name}, device {args.device})", flush=True)
-    t0 = time.perf_counter()
-    cs = est.run(progress=not args.no_progress)
-    seconds = time.perf_counter() - t0
-    print_summary(cs, seconds)
-    if est.progress.state != "finished":
-        print(f"stopped early: {est.progress.line()}; run the same command again to resume")
-        return 1
-    print(f"saved: {est.out / 'cscores.npz'}")
-    return 0
+    loaded = data_spec_from(args).load()
+    est = resolve_estimation(EstimateOptions.from_namespace(args), loaded)
+    note = getattr(est, "precision_reason", None)
+    print(f"run folder: {est.out}  ({est.plan.total_runs} models, recipe {est.recipe.name}, device {est.device}"
+          + (f", {note}" if note else "") + ")", flush=True)
+    if loaded.dataset.scaling_note:
+        print(f"inputs: {loaded.dataset.scaling_note}")
+    return _run_estimation(est, progress=not args.no_progress)
 
 
 # --------------------------------------------------------------------------- demo
@@ -182,39 +81,42 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole job on the bundled digits set: estimate, summary, lowest examples",
                        description="Estimate the C-scores of scikit-learn's digits (9 ratios x 200 runs), print a "
-                                   "summary and the ten lowest-scoring examples.")
-    p.add_argument("--runs", type=_positive_int, default=None, metavar="N", help="models per ratio (default 200)")
+                                   "summary, the ten lowest-scoring examples and the proxies' correlations, and "
+                                   "write an HTML report.")
+    p.add_argument("--runs", type=positive_int, default=None, metavar="N", help="models per ratio (default 200)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", metavar="DIR", default=None, help="run folder (default cscore-runs/digits-digits-mlp-seed0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
 
-# Steps that later parts of the package add to the demo, run in order after the estimate. Each takes
-# (cscores, dataset, args, run folder, context); ``context`` is a dict in which a step leaves what later
-# steps may use (the proxies step leaves "proxies" and "correlations" for the report).
-DEMO_STEPS: list[Callable] = []
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    ns = argparse.Namespace(dataset="digits", data=None, label_noise=0.0, preset="digits-mlp", ratios=None,
-                            runs=args.runs, seed=0, shard_size=None, device=args.device, backend="local",
-                            address=None, num_gpus=None, out=args.out)
-    est, ds = _make_estimation(ns)
+    from .analysis import correlate
+    from .report import write_report
+    from .runs import DataSpec
+
+    loaded = DataSpec("digits").load()
+    est = resolve_estimation(EstimateOptions(preset="digits-mlp", runs=args.runs, device=args.device, out=args.out),
+                             loaded)
     print(f"Estimating the C-scores of scikit-learn's digits: {est.plan.total_runs} models "
           f"({len(est.plan.ratios)} ratios x {est.plan.runs} runs), run folder {est.out}", flush=True)
-    t0 = time.perf_counter()
-    cs = est.run(progress=not args.no_progress)
-    print_summary(cs, time.perf_counter() - t0)
+    status = _run_estimation(est, progress=not args.no_progress)
+    cs = est.result
     print()
-    print_lowest(cs, ds, 10)
-    if est.progress.state != "finished":
-        print(f"stopped early: {est.progress.line()}; run the same command again to resume")
-        return 1
-    context: dict = {}
-    for step in DEMO_STEPS:
-        print()
-        step(cs, ds, args, est.out, context)
+    print_lowest(cs, loaded.dataset, 10)
+    if status:
+        return status
+    from .proxies.suite import compute_proxies
+
+    print()
+    t0 = time.perf_counter()
+    table = compute_proxies(loaded.dataset, est.recipe, device=args.device, progress=not args.no_progress)
+    table.save(est.out / "proxies.npz")
+    correlations = correlate(table, cs, n_boot=200, per_class=False)
+    print(f"Cheap proxies ({len(table.names)}, {time.perf_counter() - t0:.1f} s) against the C-scores "
+          f"(Spearman and Kendall with bootstrap 95% intervals; higher = more regular for every proxy):")
+    print(correlations.to_string())
+    print(f"\nHTML report: {write_report(cs, loaded.dataset, est.out / 'report.html', proxies=table, correlations=correlations)}")
     return 0
 
 
@@ -231,7 +133,7 @@ def _add_published(sub) -> None:
     p.add_argument("name", choices=list(PUBLISHED), help="which release: mnist, cifar10 or cifar100")
     p.add_argument("path", help="the released file, or the folder that holds it")
     p.add_argument("--data", metavar="PATH", help="the training set's folder (required for mnist, whose file has no labels)")
-    p.add_argument("--lowest", type=_positive_int, default=10, metavar="K", help="list the K lowest (default 10)")
+    p.add_argument("--lowest", type=positive_int, default=10, metavar="K", help="list the K lowest (default 10)")
     p.add_argument("--save", metavar="FILE", help="write the scores, in official order, to FILE (.npz)")
     p.set_defaults(func=cmd_published)
 
@@ -264,64 +166,126 @@ def cmd_published(args: argparse.Namespace) -> int:
 
 
 def _add_proxies(sub) -> None:
-    from .proxies.suite import FAMILIES, SPACES
-    from .recipes import PRESETS
-
     p = sub.add_parser("proxies", help="compute the cheap C-score proxies; with --run, correlate them with its C-scores",
                        description="Train the recipe's model on the full data, record learning dynamics and hidden "
                                    "features, compute every proxy (kernel density, learning speed, k-NN, LOF) and, "
                                    "with --run, print their rank correlations with that run's C-scores (and, when "
-                                   "labels were flipped, how well each finds them).")
-    add_dataset_arguments(p)
-    p.add_argument("--run", metavar="DIR", help="run folder of 'cscore-lab estimate' on the same data (its recipe is used)")
-    p.add_argument("--cscores", metavar="FILE", help="or a saved CScores file (.npz, e.g. from 'published --save') to correlate with")
-    p.add_argument("--preset", default=None, choices=list(PRESETS), metavar="NAME", help="training recipe (default: the run's)")
-    p.add_argument("--runs", type=_positive_int, default=1, metavar="N", help="full-data models averaged (default 1)")
-    p.add_argument("--epochs", type=_positive_int, nargs="+", metavar="E",
-                   help="epochs whose hidden features are used (default: 1, 2 and the last)")
-    p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="proxy families (default all)")
-    p.add_argument("--spaces", nargs="+", choices=SPACES, default=list(SPACES), help="feature spaces (default both)")
-    p.add_argument("--bandwidth-scale", type=float, default=1.0, metavar="S",
-                   help="kernel bandwidth = S x the median pairwise distance (default 1)")
+                                   "noise was injected, how well each finds it).")
+    add_dataset_options(p, positional=False, noise=True, default=None)
+    p.add_argument("--run", metavar="DIR", help="run folder of 'cscore-lab estimate' (its data set and recipe are used)")
+    p.add_argument("--cscores", metavar="FILE", help="or a saved CScores file or run folder (e.g. from 'published "
+                                                     "--save') to correlate with")
+    add_proxy_options(p)
     p.add_argument("--n-boot", type=int, default=1000, metavar="B", help="bootstrap resamples for the intervals (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the label noise (as in estimate) and of the models (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of injected noise (as in estimate) and of the models")
     p.add_argument("--save", metavar="FILE", help="write the proxy table to FILE (.npz)")
-    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_proxies)
 
 
 def cmd_proxies(args: argparse.Namespace) -> int:
-    from .proxies.suite import run_proxies_command
-
-    return run_proxies_command(args)
-
-
-def _demo_proxies(cs, ds, args, run_folder, context: dict) -> None:
-    """Every proxy of the digits set, saved in the run folder, and its correlation with the C-scores."""
-    from .analysis import correlate
+    from .analysis import correlate, detect_injected
+    from .cscores import CScores
     from .proxies.suite import compute_proxies
-    from .recipes import Recipe
+    from .recipes import default_preset_name, get_preset
+    from .runs import open_run
 
+    if args.run and args.cscores:
+        raise CLIError("--run and --cscores both name C-scores to correlate with; give one")
+    if args.run and (args.dataset or args.label_noise or args.ood or args.ood_kind):
+        raise CLIError("--run brings its own data set and noise; drop --dataset, --label-noise and --ood "
+                       "(--data may give the data's new place if it moved)")
+    cs = None
+    if args.run:
+        run = open_run(args.run, data=args.data)
+        ds, masks, cs = run.dataset, run.masks, run.cscores
+        recipe = get_preset(args.preset).recipe if args.preset else run.recipe
+    else:
+        loaded = data_spec_from(args, name=args.dataset or "digits").load()
+        ds, masks = loaded.dataset, loaded.masks
+        recipe = get_preset(args.preset or default_preset_name(ds.name, ds.input_shape)).recipe
+        if args.cscores:
+            cs = CScores.load(args.cscores)
+            if len(cs) != len(ds):
+                raise CLIError(f"{args.cscores} holds {len(cs)} C-scores but {ds.name} has {len(ds)} examples")
     t0 = time.perf_counter()
-    table = compute_proxies(ds, Recipe.from_dict(cs.meta["recipe"]), device=args.device)
-    table.save(run_folder / "proxies.npz")
-    correlations = correlate(table, cs, n_boot=200, per_class=False)
-    print(f"Cheap proxies ({len(table.names)}, {time.perf_counter() - t0:.1f} s) against the C-scores "
-          f"(Spearman and Kendall with bootstrap 95% intervals; higher = more regular for every proxy):")
-    print(correlations.to_string())
-    context.update(proxies=table, correlations=correlations)
+    table = compute_proxies(ds, recipe, runs=args.runs, epochs_for_features=args.epochs,
+                            families=args.families or None, spaces=args.spaces or None,
+                            bandwidth_scale=args.bandwidth_scale, device=args.device or "auto", seed=args.seed,
+                            progress=not args.no_progress)
+    print(f"{len(table.names)} proxies of {ds.name} ({len(ds)} examples) in {time.perf_counter() - t0:.1f} s; "
+          f"higher = more regular")
+    if args.save:
+        print(f"saved: {table.save(args.save)}")
+    if args.run:
+        print(f"saved: {table.save(Path(args.run) / 'proxies.npz')}")
+    if cs is None:
+        print(table.to_frame().drop(columns="label").describe().T[["mean", "std", "min", "max"]].to_string())
+    else:
+        print(f"\nRank correlation with the C-scores of {args.run or args.cscores}:")
+        print(correlate(table, cs, n_boot=args.n_boot, seed=args.seed).to_string())
+    for kind, what in (("flipped", "flipped labels"), ("ood", "out-of-distribution examples")):
+        if kind in masks:
+            print(f"\nFinding the {what} (low score = suspect):")
+            print(detect_injected(table, masks[kind], cscores=cs, what=what).to_string())
+    return 0
 
 
-def _demo_report(cs, ds, args, run_folder, context: dict) -> None:
+# --------------------------------------------------------------------------- report and repair
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run folder",
+                       description="Read a run folder (finished or not) with the data set it was made on and "
+                                   "write one HTML file: figures, tables, the lowest and highest examples per class.")
+    p.add_argument("--run", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--data", metavar="PATH", help="the data set's folder or file, if it moved since the run")
+    p.add_argument("--out", metavar="FILE", help="the HTML file to write (default: DIR/report.html)")
+    p.add_argument("--proxies", action="store_true",
+                   help="also compute the cheap proxies and their correlations with the C-scores (one full-data "
+                        "training), unless the run folder holds them already")
+    p.add_argument("--device", default="auto", help="device for --proxies: auto, cpu, cuda or cuda:N (default auto)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .analysis import correlate
     from .report import write_report
+    from .runs import open_run
 
-    path = write_report(cs, ds, run_folder / "report.html", proxies=context.get("proxies"),
-                        correlations=context.get("correlations"))
-    print(f"HTML report: {path}")
+    run = open_run(args.run, data=args.data)
+    proxies = run.proxies
+    if args.proxies and proxies is None:
+        from .proxies.suite import compute_proxies
+
+        proxies = compute_proxies(run.dataset, run.recipe, device=args.device)
+        proxies.save(Path(args.run) / "proxies.npz")
+    correlations = correlate(proxies, run.cscores) if proxies is not None else None
+    out = write_report(run.cscores, run.dataset, args.out or Path(args.run) / "report.html", proxies=proxies,
+                       correlations=correlations, masks=run.masks)
+    print(f"report: {out}")
+    return 0
 
 
-DEMO_STEPS.append(_demo_proxies)  # the demo prints the proxies' correlation table after the C-scores
+def _add_repair(sub) -> None:
+    p = sub.add_parser("repair", help="rebuild a run folder's lost or damaged manifest from its shards",
+                       description="Every shard carries its run's identity: rebuild manifest.json from them (the "
+                                   "damaged one is kept as manifest.json.damaged). Then the same estimate resumes.")
+    p.add_argument("--run", required=True, metavar="DIR", help="the run folder")
+    p.set_defaults(func=cmd_repair)
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .store import RunStore
+
+    store = RunStore(args.run)
+    with store.lock():
+        manifest = store.rebuild_manifest()
+    plan = manifest["plan"]
+    print(f"rebuilt {store.manifest_path}: data set {manifest['identity']['dataset']}, recipe "
+          f"{manifest['identity']['recipe'].get('name')}, ratios {plan['ratios']}, {plan['runs']} runs per ratio "
+          f"covered by the shards")
+    return 0
 
 
 # --------------------------------------------------------------------------- main
@@ -332,46 +296,9 @@ COMMANDS: list[tuple[str, Callable]] = [
     ("demo", _add_demo),
     ("published", _add_published),
     ("proxies", _add_proxies),
+    ("report", _add_report),
+    ("repair", _add_repair),
 ]
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _add_report(sub) -> None:
-    p = sub.add_parser("report", help="write a self-contained HTML report of a run folder",
-                       description="Read a run folder (finished or not) with the data set named in its manifest and "
-                                   "write one HTML file: figures, tables, the lowest and highest examples per class.")
-    p.add_argument("--run", required=True, metavar="DIR", help="the run folder")
-    p.add_argument("--data", metavar="PATH", help="the data set's folder or file (all but digits)")
-    p.add_argument("--out", metavar="FILE", help="the HTML file to write (default: DIR/report.html)")
-    p.add_argument("--proxies", action="store_true",
-                   help="also compute the cheap proxies and their correlations with the C-scores (one full-data training)")
-    p.add_argument("--device", default="auto", help="device for --proxies: auto, cpu, cuda or cuda:N (default auto)")
-    p.set_defaults(func=cmd_report)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .report import open_run, write_report
-
-    run = open_run(args.run, data=args.data)
-    proxies = correlations = None
-    if args.proxies:
-        from .analysis import correlate
-        from .proxies.suite import compute_proxies
-        from .recipes import Recipe
-
-        recipe = Recipe.from_dict(run.manifest["identity"]["recipe"])
-        proxies = compute_proxies(run.dataset, recipe, device=args.device)
-        correlations = correlate(proxies, run.cscores)
-    out = write_report(run.cscores, run.dataset, args.out or Path(args.run) / "report.html", proxies=proxies,
-                       correlations=correlations, noise_mask=run.noise_mask)
-    print(f"report: {out}")
-    return 0
-
-
-COMMANDS.append(("report", _add_report))
-DEMO_STEPS.append(_demo_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,12 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted: finished shards are kept in the run folder; run the same command again to resume",
               file=sys.stderr)
         return 130
-    except CLIError as exc:
-        print(f"cscore-lab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, ImportError, StoreBusyError) as exc:
-        # bad values, missing files, missing extras, busy run folders: one line, no traceback
-        print(f"cscore-lab {args.command}: error: {exc}", file=sys.stderr)
+    except (CLIError, ValueError, OSError, ImportError, StoreBusyError, TrainingDiverged) as exc:
+        # bad values, missing or unwritable files, missing extras, busy run folders: one line, no traceback
+        print(f"cscore-lab {args.command}: error: {error_message(exc)}", file=sys.stderr)
         return 2
 
 

@@ -1,195 +1,75 @@
-"""Holdout estimation of C-scores: plan the (ratio, run) grid into shards, run them, aggregate.
+"""Holdout estimation of C-scores: the driver.
 
-Shards are pure: a shard's result depends only on (recipe, data, plan seed, ratio, run
-indices), so it can be retried anywhere, computed twice without harm and merged in any
-order. The :class:`RunStore` is the truth; :class:`Estimation` only drives it.
+:class:`Estimation` binds a data set, a recipe and a plan to a store (a run folder, or memory),
+asks a backend to compute the shards still missing (:mod:`cscore_lab.shards`), writes each one
+as it arrives and keeps a running estimate. The store is the truth; the driver only drives it:
+rerunning resumes, a larger plan reuses every finished model of a smaller one.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .cscores import CScores, aggregate_counts, split_half_reliability
+from .cscores import CountAccumulator, CScores
 from .data import Dataset
 from .recipes import Plan, Recipe, get_preset
-from .store import RunStore, ShardResult
+from .shards import ShardJob, ShardSpec, plan_shards, select_shards
+from .store import MemoryStore, RunStore, ShardError, ShardResult
 
-__all__ = [
-    "ShardSpec", "ShardJob", "plan_shards", "subset_size", "draw_subset", "compute_shard",
-    "CountAccumulator", "Progress", "Estimation", "estimate", "default_run_folder", "scores_from_store",
-]
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    """A group of runs at one ratio, trained together: runs ``start .. stop-1``."""
-
-    ratio: float
-    start: int
-    stop: int
-
-    @property
-    def key(self) -> str:
-        return f"r{self.ratio:.6f}_runs{self.start:05d}-{self.stop:05d}"
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
-
-def subset_size(ratio: float, n: int) -> int:
-    return int(math.floor(ratio * n))
-
-
-def plan_shards(plan: Plan, n_examples: int, num_classes: int) -> list[ShardSpec]:
-    """Shards for ``plan``; run ranges are aligned to ``shard_size`` from 0 so a plan with more
-    runs reuses every shard of a smaller one."""
-    for r in plan.ratios:
-        k = subset_size(r, n_examples)
-        if k < num_classes:
-            raise ValueError(
-                f"subset ratio {r:g} of {n_examples} examples gives subsets of {k}, fewer than the "
-                f"{num_classes} classes; use a larger ratio"
-            )
-    return shard_specs(plan)
-
-
-def shard_specs(plan: Plan) -> list[ShardSpec]:
-    """The plan's shards, without checking them against a data set."""
-    return [
-        ShardSpec(r, start, min(start + plan.shard_size, plan.runs))
-        for r in plan.ratios
-        for start in range(0, plan.runs, plan.shard_size)
-    ]
-
-
-def draw_subset(seed: int, n_examples: int, size: int) -> np.ndarray:
-    """Sorted indices of a uniformly random subset of ``size`` examples."""
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_examples, size=size, replace=False))
-
-
-@dataclass
-class ShardJob:
-    """Everything needed to compute any shard of one estimation (what a worker receives)."""
-
-    dataset: Dataset
-    recipe: Recipe
-    seed: int
-    device: str = "auto"
-    model_factory: Callable[[], Any] | None = None
-    _prepared: Any = field(default=None, repr=False, compare=False)
-
-    def prepared(self):
-        """(device, x, y) on the resolved device, computed once per process."""
-        if self._prepared is None:
-            from .trainer import prepare_inputs, resolve_device
-
-            dev = resolve_device(self.device)
-            x, y = prepare_inputs(self.dataset, self.recipe, dev)
-            self._prepared = (dev, x, y)
-        return self._prepared
-
-    def __getstate__(self):  # ship the data, never the tensors cached on a device
-        state = self.__dict__.copy()
-        state["_prepared"] = None
-        return state
-
-
-def compute_shard(job: ShardJob, spec: ShardSpec, stop: threading.Event | None = None) -> ShardResult:
-    """Train the shard's models and return their held-out correctness. Pure in (job, spec)."""
-    from .trainer import model_seeds, predict_correct, train_group
-
-    t0 = time.perf_counter()
-    _, x, y = job.prepared()
-    n = len(job.dataset)
-    size = subset_size(spec.ratio, n)
-    seeds = [model_seeds(job.seed, spec.ratio, run) for run in range(spec.start, spec.stop)]
-    subsets = [draw_subset(s.subset, n, size) for s in seeds]
-    group = train_group(
-        x, y, subsets, job.recipe, seeds, num_classes=job.dataset.num_classes,
-        model_factory=job.model_factory, stop=stop,
-    )
-    correct = predict_correct(group, x, y)
-    heldout = np.ones((spec.size, n), dtype=bool)
-    for i, s in enumerate(subsets):
-        heldout[i, s] = False
-    return ShardResult(
-        key=spec.key, ratio=spec.ratio, runs=np.arange(spec.start, spec.stop, dtype=np.int64),
-        heldout=heldout, correct=correct & heldout, seconds=time.perf_counter() - t0,
-    )
-
-
-class CountAccumulator:
-    """Running counts per (half, ratio, example), so the estimate can be shown after every shard."""
-
-    def __init__(self, n_examples: int, ratios: Sequence[float]):
-        self.ratios = tuple(ratios)
-        self._index = {r: i for i, r in enumerate(self.ratios)}
-        shape = (2, len(self.ratios), n_examples)
-        self.correct = np.zeros(shape, dtype=np.int64)
-        self.heldout = np.zeros(shape, dtype=np.int64)
-        self.runs_done = 0
-
-    def add(self, shard: ShardResult) -> None:
-        i = self._index.get(shard.ratio)
-        if i is None:
-            return  # a shard of a ratio not in this plan: kept in the store, not counted
-        for half in (0, 1):
-            rows = (shard.runs % 2) == half
-            if rows.any():
-                self.heldout[half, i] += shard.heldout[rows].sum(axis=0)
-                self.correct[half, i] += shard.correct[rows].sum(axis=0)
-        self.runs_done += len(shard.runs)
-
-    def to_cscores(self, labels: np.ndarray, **info: Any) -> CScores:
-        correct, heldout = self.correct.sum(axis=0), self.heldout.sum(axis=0)
-        per_ratio, score, stderr = aggregate_counts(correct, heldout)
-        reliability = split_half_reliability(self.correct, self.heldout) if self.runs_done >= 2 else float("nan")
-        return CScores(
-            scores=score, labels=labels, ratios=self.ratios, per_ratio=per_ratio, heldout_counts=heldout,
-            stderr=stderr, reliability=reliability, **info,
-        )
+__all__ = ["Progress", "Estimation", "estimate", "default_run_folder"]
 
 
 @dataclass
 class Progress:
-    """The state of an estimation, computed once; progress bars and widgets only render it."""
+    """The state of an estimation, computed once; progress bars and widgets only render it.
+
+    ``done_runs`` counts finished models (those found in the store included); ``partial_runs``
+    the share of the shards in flight already trained, so bars move within long shards.
+    """
 
     total_runs: int = 0
-    done_runs: int = 0  # including runs found finished in the store
+    done_runs: int = 0
     resumed_runs: int = 0  # finished before this session started
+    partial_runs: float = 0.0
     state: str = "pending"  # pending | running | stopping | stopped | finished | failed
     started: float = 0.0
     elapsed: float = 0.0
     error: str | None = None
 
     @property
+    def position(self) -> float:
+        """Models done, counting the trained share of shards in flight."""
+        return min(float(self.total_runs), self.done_runs + self.partial_runs)
+
+    @property
     def models_per_second(self) -> float:
-        trained = self.done_runs - self.resumed_runs
+        trained = self.position - self.resumed_runs
         return trained / self.elapsed if self.elapsed > 0 and trained > 0 else 0.0
 
     @property
     def eta_seconds(self) -> float:
         rate = self.models_per_second
-        return (self.total_runs - self.done_runs) / rate if rate > 0 else float("nan")
+        return (self.total_runs - self.position) / rate if rate > 0 else float("nan")
 
     @property
     def fraction(self) -> float:
-        return self.done_runs / self.total_runs if self.total_runs else 0.0
+        return self.position / self.total_runs if self.total_runs else 0.0
 
     def line(self) -> str:
-        eta = self.eta_seconds
-        eta_s = f"{eta:.0f}s" if math.isfinite(eta) else "?"
-        return (f"{self.done_runs}/{self.total_runs} runs, {self.models_per_second:.1f} models/s, "
-                f"ETA {eta_s}, {self.state}")
+        """One line (tqdm's own meter: count, elapsed<remaining, rate) and the state."""
+        from tqdm import tqdm
+
+        pos = self.position
+        meter = tqdm.format_meter(int(pos) if pos == int(pos) else round(pos, 1), self.total_runs, self.elapsed,
+                                  unit=" models", initial=self.resumed_runs, ncols=0)
+        return f"{meter}, {self.state}"
 
 
 def default_run_folder(dataset_name: str, recipe_name: str, seed: int, root: str | Path = "cscore-runs") -> Path:
@@ -198,10 +78,62 @@ def default_run_folder(dataset_name: str, recipe_name: str, seed: int, root: str
     return Path(root) / safe
 
 
+def _factory_name(factory: Callable[[], Any] | None) -> str | None:
+    if factory is None:
+        return None
+    return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
+
+
+def _check_factory(factory: Any, dataset: Dataset) -> None:
+    """Build one model and run one example through it: a wrong factory fails here, clearly, not mid-shard."""
+    import torch
+
+    if not callable(factory):
+        raise TypeError(f"model_factory must be a callable that returns a torch.nn.Module, got a {type(factory).__name__}")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ValueError(f"model_factory() failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model_factory() must return a torch.nn.Module, got a {type(model).__name__}")
+    x = torch.zeros((2, *dataset.input_shape))
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as exc:
+        raise ValueError(f"the model from model_factory cannot take this data set's inputs of shape "
+                         f"[batch, {', '.join(map(str, dataset.input_shape))}]: {type(exc).__name__}: {exc}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, dataset.num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model from model_factory returns {shape} for a batch of 2; expected logits of shape "
+                         f"(2, {dataset.num_classes}): one output per class of {dataset.name}")
+
+
 class Estimation:
     """One estimation bound to a run folder: run it (foreground or background), stop it, read it.
 
+    Constructing it checks everything (plan against the data, device, model factory, the run
+    folder's identity) and writes nothing; :meth:`run` takes the folder's lock before it writes.
     Re-running resumes: finished shards in the store are counted, not recomputed.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    recipe : Recipe or preset name, default "digits-mlp"
+    plan : Plan, optional (default: the preset's, else ``Plan()``)
+    out : path, optional
+        The run folder; without it the estimate lives in memory.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+    backend : {"local", "ray"} or a backend object
+    model_factory : callable returning a torch.nn.Module, optional
+    eval_dataset : Dataset, optional
+        Every model's correctness on it is kept too (influence on a test split).
+    masks : dict of str to bool array [N], optional
+        Injected-noise masks (``flipped``, ``ood``) kept in the run folder with the labels.
+    original_labels : int array [N], optional
+        The labels before label noise, kept with them.
+    data_spec : dict, optional
+        How to rebuild the data set (see :mod:`cscore_lab.runs`), kept with them.
     """
 
     def __init__(
@@ -214,29 +146,53 @@ class Estimation:
         device: str = "auto",
         backend: Any = "local",
         model_factory: Callable[[], Any] | None = None,
+        eval_dataset: Dataset | None = None,
+        masks: Mapping[str, np.ndarray] | None = None,
+        original_labels: np.ndarray | None = None,
+        data_spec: dict[str, Any] | None = None,
     ):
-        from .backends import LocalBackend, get_backend
-        from .trainer import resolve_device
+        from .backends import get_backend
+        from .trainer import check_device_name
 
         if isinstance(recipe, str):
             preset = get_preset(recipe)
             recipe, plan = preset.recipe, plan or preset.plan
         if not isinstance(dataset, Dataset):
             raise TypeError(f"dataset must be a cscore_lab Dataset, got {type(dataset).__name__}")
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe must be a Recipe or a preset name, got {type(recipe).__name__}")
+        if eval_dataset is not None:
+            if not isinstance(eval_dataset, Dataset):
+                raise TypeError(f"eval_dataset must be a cscore_lab Dataset, got {type(eval_dataset).__name__}")
+            if eval_dataset.input_shape != dataset.input_shape or eval_dataset.num_classes != dataset.num_classes:
+                raise ValueError(f"the evaluation set {eval_dataset.name!r} ({eval_dataset.input_shape}, "
+                                 f"{eval_dataset.num_classes} classes) does not match {dataset.name!r} "
+                                 f"({dataset.input_shape}, {dataset.num_classes} classes)")
         self.dataset = dataset
         self.recipe = recipe
         self.plan = plan or Plan()
-        self.device = device
+        self.device = check_device_name(device)
         self.model_factory = model_factory
+        self.eval_dataset = eval_dataset
+        self.masks = {k: np.asarray(v, dtype=bool) for k, v in (masks or {}).items()}
+        for name, mask in self.masks.items():
+            if mask.shape != (len(dataset),):
+                raise ValueError(f"mask {name!r} has shape {mask.shape}, expected ({len(dataset)},)")
+        self.original_labels = original_labels
+        self.data_spec = data_spec
         self.shards = plan_shards(self.plan, len(dataset), dataset.num_classes)
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
-        if isinstance(self.backend, LocalBackend):
-            resolve_device(device)  # fail now, not in the first shard; remote backends check on their workers
+        check = getattr(self.backend, "check_device", None)
+        if check is not None:
+            check(self.device)  # the local backend checks the hardware; a remote one checks on its workers
+        if model_factory is not None:
+            _check_factory(model_factory, dataset)
         self.out = Path(out) if out is not None else None
-        self.store = RunStore.open_or_create(self.out, self.identity(), self.plan.to_dict()) if self.out else None
+        self.store: RunStore | MemoryStore = RunStore(self.out) if self.out is not None else MemoryStore()
+        self.store.check_compatible(self.identity())
         self.progress = Progress(total_runs=self.plan.total_runs)
-        self._acc = CountAccumulator(len(dataset), self.plan.ratios)
-        self._results: dict[str, ShardResult] = {}
+        self._acc = CountAccumulator(len(dataset), self.plan.ratios, max_runs=self.plan.runs)
+        self._inflight: dict[str, float] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._listeners: list[Callable[["Estimation"], None]] = []
@@ -244,19 +200,22 @@ class Estimation:
         self.result: CScores | None = None
 
     def identity(self) -> dict[str, Any]:
+        """What a run folder must match to hold this estimation's shards (the plan may differ)."""
         from .trainer import ENGINE_VERSION
 
-        factory = self.model_factory
+        ev = self.eval_dataset
         return {
             "engine": ENGINE_VERSION,
             "dataset": self.dataset.name, "fingerprint": self.dataset.fingerprint, "examples": len(self.dataset),
-            "recipe": self.recipe.to_dict(), "seed": self.plan.seed, "shard_size": self.plan.shard_size,
-            "model_factory": None if factory is None else f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}",
+            "recipe": self.recipe.to_dict(), "seed": self.plan.seed,
+            "model_factory": _factory_name(self.model_factory),
+            "eval": None if ev is None else {"dataset": ev.name, "fingerprint": ev.fingerprint, "examples": len(ev)},
         }
 
     # ------------------------------------------------------------------ observe
     def add_listener(self, fn: Callable[["Estimation"], None]) -> None:
-        """Call ``fn(self)`` after every finished shard and at the end (from the running thread)."""
+        """Call ``fn(self)`` after every finished shard, on progress within shards and at the end
+        (from the running thread)."""
         self._listeners.append(fn)
 
     def remove_listener(self, fn: Callable[["Estimation"], None]) -> None:
@@ -273,20 +232,29 @@ class Estimation:
             return self._acc.to_cscores(self.dataset.labels, **self._info())
 
     def _info(self) -> dict[str, Any]:
-        return {
-            "runs": self.plan.runs, "dataset": self.dataset.name, "fingerprint": self.dataset.fingerprint,
-            "source": str(self.out) if self.out else "estimate",
-            "meta": {"recipe": self.recipe.to_dict(), "plan": self.plan.to_dict(), "runs_done": self._acc.runs_done,
-                     "seconds": round(self.progress.elapsed, 3)},
-        }
+        meta = {"recipe": self.recipe.to_dict(), "plan": self.plan.to_dict(), "runs_done": self._acc.runs_done,
+                "seconds": round(self.progress.elapsed, 3)}
+        if self.recipe.to_dict().get("precision"):
+            meta["precision"] = self.recipe.to_dict()["precision"]
+        return {"runs": self.plan.runs, "dataset": self.dataset.name, "fingerprint": self.dataset.fingerprint,
+                "source": str(self.out) if self.out else "estimate", "meta": meta}
 
     # ------------------------------------------------------------------ run
     def _on_result(self, result: ShardResult) -> None:
-        if self.store is not None:
-            self.store.write_shard(result)
+        self.store.write_shard(result)
         with self._lock:
             self._acc.add(result)
-            self.progress.done_runs += len(result.runs)
+            self._inflight.pop(result.key, None)
+            self.progress.done_runs = self._acc.runs_done
+            self.progress.partial_runs = sum(self._inflight.values())
+            self.progress.elapsed = time.perf_counter() - self.progress.started
+        self._notify()
+
+    def _on_progress(self, spec: ShardSpec, fraction: float) -> None:
+        """A shard in flight has trained ``fraction`` of its steps (called from worker threads)."""
+        with self._lock:
+            self._inflight[spec.key] = max(0.0, min(1.0, fraction)) * spec.size
+            self.progress.partial_runs = sum(self._inflight.values())
             self.progress.elapsed = time.perf_counter() - self.progress.started
         self._notify()
 
@@ -303,42 +271,55 @@ class Estimation:
             listener = lambda est: progress(est.progress)  # noqa: E731
             self.add_listener(listener)
         try:
-            if self.store is not None:
-                with self.store.lock():
-                    return self._run()
-            return self._run()
+            with self.store.lock():  # before anything is written: a refused run changes nothing
+                self.store.prepare(self.identity(), self.plan.to_dict())
+                self.store.write_data(self.dataset.labels, masks=self.masks, original_labels=self.original_labels,
+                                      spec=self.data_spec)
+                return self._run()
         finally:
             if bar_cb is not None:
                 bar_cb.close()
             if listener is not None:
                 self.remove_listener(listener)
 
+    def _load_finished(self) -> list[ShardSpec]:
+        """Count every finished shard the plan can use (bad ones are moved aside); return the shards to train."""
+        acc = CountAccumulator(len(self.dataset), self.plan.ratios, max_runs=self.plan.runs)
+        while True:
+            selection = select_shards(self.plan, self.store.finished_keys())
+            bad = False
+            for spec in selection.reuse:
+                try:
+                    acc.add(self.store.read_shard(spec.key))
+                except ShardError as exc:
+                    moved = self.store.reject(spec.key)
+                    warnings.warn(f"{exc}; moved to {moved} and recomputed", RuntimeWarning, stacklevel=3)
+                    bad = True
+                    break
+            if not bad:
+                break
+            acc = CountAccumulator(len(self.dataset), self.plan.ratios, max_runs=self.plan.runs)
+        self.store.retire(selection.redundant)  # a smaller plan's shards inside a larger one's
+        self._acc = acc
+        return selection.todo
+
     def _run(self) -> CScores:
         from .trainer import Interrupted
 
         self._stop.clear()
-        wanted = {s.key: s for s in self.shards}
-        done_keys = (self.store.finished_keys() & set(wanted)) if self.store else set(self._results) & set(wanted)
         with self._lock:
-            self._acc = CountAccumulator(len(self.dataset), self.plan.ratios)
-            for shard in (self.store.iter_shards(done_keys) if self.store else (self._results[k] for k in done_keys)):
-                self._acc.add(shard)
+            todo = self._load_finished()
+            self._inflight = {}
             self.progress.done_runs = self._acc.runs_done
             self.progress.resumed_runs = self._acc.runs_done
+            self.progress.partial_runs = 0.0
             self.progress.state = "running"
             self.progress.error = None
             self.progress.started = time.perf_counter()
         self._notify()
-        todo = [s for s in self.shards if s.key not in done_keys]
-        job = ShardJob(self.dataset, self.recipe, self.plan.seed, self.device, self.model_factory)
-
-        def on_result(result: ShardResult) -> None:
-            if self.store is None:
-                self._results[result.key] = result
-            self._on_result(result)
-
+        job = ShardJob(self.dataset, self.recipe, self.plan.seed, self.device, self.model_factory, self.eval_dataset)
         try:
-            self.backend.run(job, todo, on_result, self._stop)
+            self.backend.run(job, todo, self._on_result, self._stop, on_progress=self._on_progress)
         except Interrupted:
             pass
         except BaseException as exc:
@@ -347,11 +328,12 @@ class Estimation:
             self._notify()
             raise
         self.progress.elapsed = time.perf_counter() - self.progress.started
+        self.progress.partial_runs = 0.0
         complete = self.progress.done_runs >= self.progress.total_runs
         self.progress.state = "finished" if complete else "stopped"
         self.result = self.current()
-        if complete and self.store is not None:
-            self.result.save(self.store.path / "cscores.npz")
+        if complete and self.out is not None:
+            self.result.save(self.out / CScores.FILENAME)
         self._notify()
         return self.result
 
@@ -372,7 +354,7 @@ class Estimation:
         return self.thread
 
     def stop(self, wait: bool = True, timeout: float | None = None) -> None:
-        """Ask the run to stop; the shard in flight is dropped, finished shards stay."""
+        """Ask the run to stop at the next training step; the shards in flight are dropped, finished ones stay."""
         self._stop.set()
         if self.progress.state == "running":
             self.progress.state = "stopping"
@@ -389,7 +371,7 @@ class _TqdmProgress:
     """A tqdm bar (notebook or terminal) that renders an estimation's :class:`Progress`.
 
     Created on the first update, so runs found finished in the store count as its
-    starting point and do not inflate the rate or shorten the ETA.
+    starting point and do not inflate the rate or shorten the ETA. It moves within shards.
     """
 
     def __init__(self, est: Estimation):
@@ -403,9 +385,10 @@ class _TqdmProgress:
         p = est.progress
         if self.bar is None:
             self.bar = tqdm(total=p.total_runs, initial=p.done_runs, unit="model", dynamic_ncols=True,
-                            desc=f"C-scores {est.dataset.name}")
-        elif p.done_runs > self.bar.n:
-            self.bar.update(p.done_runs - self.bar.n)
+                            desc=f"C-scores {est.dataset.name}", bar_format=None)
+        position = round(p.position, 2)
+        if position > self.bar.n:
+            self.bar.update(position - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -422,6 +405,7 @@ def estimate(
     device: str = "auto",
     backend: Any = "local",
     model_factory: Callable[[], Any] | None = None,
+    eval_dataset: Dataset | None = None,
     progress: bool | Callable[[Progress], None] = False,
 ) -> CScores:
     """Estimate the C-scores of ``dataset`` in one call.
@@ -439,33 +423,14 @@ def estimate(
     backend : {"local", "ray"} or a backend object
     model_factory : callable returning a torch.nn.Module, optional
         Train this architecture instead of the recipe's.
+    eval_dataset : Dataset, optional
+        Also keep every model's correctness on this evaluation set (for influence).
     progress : bool or callable
 
     See Also
     --------
     Estimation : the same, with background running, stop and resume.
     """
-    return Estimation(dataset, recipe, plan, out=out, device=device, backend=backend,
-                      model_factory=model_factory).run(progress=progress)
+    return Estimation(dataset, recipe, plan, out=out, device=device, backend=backend, model_factory=model_factory,
+                      eval_dataset=eval_dataset).run(progress=progress)
 
-
-def scores_from_store(path: str | Path, labels: np.ndarray | None = None) -> CScores:
-    """The estimate held by a run folder (finished or not), without the data set.
-
-    Labels are taken from ``labels`` or from the saved final scores when present.
-    """
-    store = RunStore(path)
-    manifest = store.read_manifest()
-    plan = Plan.from_dict(manifest["plan"])
-    ident = manifest["identity"]
-    final = store.path / "cscores.npz"
-    if labels is None:
-        if not final.is_file():
-            raise ValueError(f"{path}: the run is not finished; pass the data set's labels to read a partial estimate")
-        labels = CScores.load(final).labels
-    acc = CountAccumulator(int(ident["examples"]), plan.ratios)
-    wanted = {s.key for s in shard_specs(plan)}
-    for shard in store.iter_shards(store.finished_keys() & wanted):
-        acc.add(shard)
-    return acc.to_cscores(np.asarray(labels), runs=plan.runs, dataset=ident["dataset"], fingerprint=ident["fingerprint"],
-                          source=str(store.path), meta={"recipe": ident["recipe"], "plan": plan.to_dict(), "runs_done": acc.runs_done})

@@ -34,7 +34,7 @@ from .cscores import CScores
 from .data import DataError, Dataset
 from .recipes import PAPER_RATIOS
 
-__all__ = ["load_published", "tfds_mnist_order", "agreement", "lowest_overlap", "PUBLISHED"]
+__all__ = ["load_published", "tfds_mnist_order", "PUBLISHED"]
 
 
 PUBLISHED: dict[str, dict[str, Any]] = {
@@ -301,90 +301,3 @@ def load_published(name: str, path: str | os.PathLike, dataset: Dataset | None =
         scores=scores, labels=labels, ratios=(), runs=runs, dataset=name,
         fingerprint=dataset.fingerprint if dataset is not None else "", source="published", meta=meta,
     )
-
-
-# ----------------------------------------------------------------------------- comparing estimates
-
-
-def _scores_of(x: CScores | np.ndarray, what: str) -> np.ndarray:
-    a = np.asarray(x.scores if isinstance(x, CScores) else x, dtype=np.float64)
-    if a.ndim != 1:
-        raise ValueError(f"{what} must be 1-D scores, got shape {a.shape}")
-    return a
-
-
-def lowest_overlap(ours: CScores | np.ndarray, theirs: CScores | np.ndarray, k: int = 600) -> float:
-    """Share of the ``k`` lowest of ``theirs`` that are among the ``k`` lowest of ``ours``.
-
-    Scores from few runs are coarse (many equal values): examples of ``ours`` tied at
-    the cut-off each count with the probability that a random tie-break selects them, so
-    the result is the expected overlap, not an artefact of index order. ``theirs`` is cut
-    by a stable sort. NaN in ``ours`` ranks last.
-
-    Parameters
-    ----------
-    ours, theirs : CScores or float array [N]
-    k : int, default 600
-        How many lowest to compare (600 = 1% of MNIST, the paper's "lowest 1%").
-
-    Returns
-    -------
-    float in [0, 1]; ``k / N`` is what random scores give on average.
-    """
-    a, b = _scores_of(ours, "ours"), _scores_of(theirs, "theirs")
-    if a.shape != b.shape:
-        raise ValueError(f"ours has {a.size} scores and theirs {b.size}; they must cover the same examples")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= a.size:
-        raise ValueError(f"k must be an integer in 1..{a.size}, got {k!r}")
-    theirs_low = np.zeros(b.size, dtype=bool)
-    theirs_low[np.argsort(np.nan_to_num(b, nan=np.inf), kind="stable")[:k]] = True
-    o = np.nan_to_num(a, nan=np.inf)
-    cut = np.partition(o, k - 1)[k - 1]
-    below, tied = o < cut, o == cut
-    take = k - int(below.sum())
-    hits = float((below & theirs_low).sum()) + take * float((tied & theirs_low).sum()) / float(tied.sum())
-    return hits / k
-
-
-def agreement(ours: CScores | np.ndarray, theirs: CScores | np.ndarray, *, lowest: int = 600) -> dict[str, float]:
-    """How closely one estimate of the C-scores matches another (ours vs. the published ones, say).
-
-    Parameters
-    ----------
-    ours, theirs : CScores or float array [N]
-        Scores of the same examples in the same order; two CScores must carry equal labels.
-    lowest : int, default 600
-        Size of the low end compared by :func:`lowest_overlap`.
-
-    Returns
-    -------
-    dict
-        ``spearman``, ``kendall`` (tau-b), ``overlap_lowest`` (expected share of their
-        ``lowest`` lowest among ours), ``mad`` (mean absolute difference), ``mean_difference``
-        (mean of ours minus theirs), ``n`` (finite pairs used).
-
-    See Also
-    --------
-    cscore_lab.analysis.correlate : proxies against C-scores, with bootstrap intervals.
-    """
-    from scipy.stats import kendalltau, spearmanr
-
-    a, b = _scores_of(ours, "ours"), _scores_of(theirs, "theirs")
-    if a.shape != b.shape:
-        raise ValueError(f"ours has {a.size} scores and theirs {b.size}; they must cover the same examples")
-    if isinstance(ours, CScores) and isinstance(theirs, CScores) and not np.array_equal(ours.labels, theirs.labels):
-        bad = np.flatnonzero(ours.labels != theirs.labels)
-        raise ValueError(f"the two estimates carry different labels ({bad.size} differ, first at index {bad[0]}); "
-                         f"they are not of the same examples in the same order")
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3:
-        raise ValueError(f"only {int(ok.sum())} examples have finite scores in both; need at least 3")
-    x, y = a[ok], b[ok]
-    return {
-        "spearman": float(spearmanr(x, y).statistic),
-        "kendall": float(kendalltau(x, y).statistic),
-        "overlap_lowest": lowest_overlap(a, b, lowest),
-        "mad": float(np.mean(np.abs(x - y))),
-        "mean_difference": float(np.mean(x - y)),
-        "n": int(ok.sum()),
-    }

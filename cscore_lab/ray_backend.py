@@ -1,6 +1,6 @@
 """The ``ray`` backend: one Ray task per shard, on a local Ray instance or a cluster.
 
-The driver puts the :class:`~cscore_lab.holdout.ShardJob` (data set, recipe, seed) in
+The driver puts the :class:`~cscore_lab.shards.ShardJob` (data set, recipe, seed) in
 Ray's object store once, submits one task per shard and hands each finished shard to
 ``on_result`` in the order they arrive; the run store is written by the driver only, so
 its guarantees (atomic shard files, resume) are those of the local backend. Shards are
@@ -25,8 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .holdout import ShardJob, ShardSpec, compute_shard
+from .shards import ShardJob, ShardSpec, compute_shard
 from .store import ShardResult
+from .trainer import check_device_name, torch_threads
 
 __all__ = ["RayBackend", "check_reachable", "RAY_EXTRA", "LOOPBACK_ENV"]
 
@@ -82,17 +83,41 @@ def _worker_job(box: list) -> ShardJob:
     return job
 
 
-def _shard_task(box: list, spec: ShardSpec) -> dict:
+def _shard_task(box: list, spec: ShardSpec, reporter: Any = None) -> dict:
     """Body of one Ray task: compute the shard, return its arrays (bits packed).
 
     Training is single-threaded, as in the local backend, so a shard's result is the same
     wherever it runs (``num_cpus`` is a reservation; shards, not threads, use the CPUs).
+    With a ``reporter`` (a :class:`_ProgressBox` actor) the task reports the share of its steps
+    done, at most every 2% of them.
     """
-    from .backends import torch_threads
-
     job = _worker_job(box)
+    progress = None
+    if reporter is not None:
+        last = [-1.0]
+
+        def progress(done: int, total: int) -> None:
+            fraction = done / total
+            if fraction - last[0] >= 0.02 or done == total:
+                last[0] = fraction
+                reporter.report.remote(spec.key, fraction)
+
     with torch_threads(1):
-        return compute_shard(job, spec).to_arrays()
+        return compute_shard(job, spec, progress=progress).to_arrays()
+
+
+class _ProgressBox:
+    """A tiny actor that holds the latest training fraction of every shard in flight; the driver drains it."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, float] = {}
+
+    def report(self, key: str, fraction: float) -> None:
+        self.latest[key] = fraction
+
+    def drain(self) -> dict[str, float]:
+        out, self.latest = self.latest, {}
+        return out
 
 
 # ---------------------------------------------------------------------- driver side
@@ -352,6 +377,10 @@ class RayBackend:
             raise ValueError(f"this process is already connected to the Ray cluster at {current!r}, not {self.address!r}; "
                              f"call ray.shutdown() first or use address={current!r}")
 
+    def check_device(self, device: str) -> None:
+        """Only the name's form: the workers have the hardware, so a CPU laptop can ask a GPU cluster for cuda."""
+        check_device_name(device)
+
     def _task_options(self, ray: Any, device: str) -> dict[str, Any]:
         """Resources for one shard task: GPUs when the shard trains on CUDA, else CPUs only."""
         if device == "cpu":
@@ -384,6 +413,7 @@ class RayBackend:
         shards: Sequence[ShardSpec],
         on_result: Callable[[ShardResult], None],
         stop: threading.Event,
+        on_progress: Callable[[ShardSpec, float], None] | None = None,
     ) -> None:
         """Compute ``shards`` as Ray tasks; call ``on_result`` in the driver as each arrives.
 
@@ -398,7 +428,9 @@ class RayBackend:
         with self._session(job) as (ray, owned):
             task = ray.remote(**self._task_options(ray, job.device))(_shard_task)
             box = [ray.put(job)]  # one copy in the object store; tasks get the reference
-            pending = {task.options(name=f"cscore:{spec.key}").remote(box, spec): spec for spec in shards}
+            reporter = ray.remote(num_cpus=0)(_ProgressBox).remote() if on_progress is not None else None
+            pending = {task.options(name=f"cscore:{spec.key}").remote(box, spec, reporter): spec for spec in shards}
+            by_key = {spec.key: spec for spec in shards}
             interrupted = False
             try:
                 while pending:
@@ -408,6 +440,11 @@ class RayBackend:
                     for ref in ready:
                         spec = pending.pop(ref)
                         on_result(self._fetch(ray, ref, spec))
+                    if reporter is not None:
+                        in_flight = {s.key for s in pending.values()}
+                        for key, fraction in ray.get(reporter.drain.remote()).items():
+                            if key in in_flight:
+                                on_progress(by_key[key], fraction)
             except KeyboardInterrupt:
                 interrupted = True
                 raise

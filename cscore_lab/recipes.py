@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Sequence
 
-__all__ = ["Recipe", "Plan", "PRESETS", "get_preset", "PAPER_RATIOS"]
+__all__ = ["Recipe", "Plan", "PRESETS", "get_preset", "default_preset_name", "PAPER_RATIOS"]
 
 PAPER_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: Bounds checked before anything is allocated (the paper uses 9 ratios x 200-4000 runs).
+MAX_RUNS = 100_000
+MAX_SHARD_SIZE = 10_000
+MAX_RATIOS = 1_000
+RATIO_SCALE = 1_000_000  # ratios are keyed (seeds, shard files) by round(ratio * RATIO_SCALE)
 
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("sgd",)
@@ -107,13 +112,25 @@ class Plan:
                 raise ValueError(f"subset ratio {r:g} is outside (0, 1); each ratio is the fraction of examples a model trains on")
         if len(set(ratios)) != len(ratios):
             raise ValueError(f"subset ratios must be distinct, got {ratios}")
+        if len(ratios) > MAX_RATIOS:
+            raise ValueError(f"{len(ratios)} subset ratios; at most {MAX_RATIOS} are supported")
+        keys: dict[int, float] = {}
+        for r in ratios:  # seeds and shard files are keyed by the ratio to 6 decimals
+            other = keys.setdefault(int(round(r * RATIO_SCALE)), r)
+            if other != r:
+                raise ValueError(f"subset ratios {other!r} and {r!r} are closer than {1 / RATIO_SCALE:g}: they would share "
+                                 f"seeds and shard files; use ratios that differ in the first 6 decimals")
         object.__setattr__(self, "ratios", ratios)
-        if not (isinstance(self.runs, int) and self.runs >= 1):
+        if isinstance(self.runs, bool) or not (isinstance(self.runs, int) and self.runs >= 1):
             raise ValueError(f"runs per ratio must be a positive integer, got {self.runs!r}")
-        if not (isinstance(self.shard_size, int) and self.shard_size >= 1):
+        if self.runs > MAX_RUNS:
+            raise ValueError(f"runs per ratio must be at most {MAX_RUNS:,}, got {self.runs:,}")
+        if isinstance(self.shard_size, bool) or not (isinstance(self.shard_size, int) and self.shard_size >= 1):
             raise ValueError(f"shard_size must be a positive integer, got {self.shard_size!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.shard_size > MAX_SHARD_SIZE:
+            raise ValueError(f"shard_size must be at most {MAX_SHARD_SIZE:,} models, got {self.shard_size:,}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
     @property
     def total_runs(self) -> int:
@@ -121,6 +138,13 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ratios": list(self.ratios), "runs": self.runs, "seed": self.seed, "shard_size": self.shard_size}
+
+    def with_overrides(self, *, ratios: Any = None, runs: int | None = None, seed: int | None = None,
+                       shard_size: int | None = None) -> "Plan":
+        """This plan with every option that is not None replaced (the one rule every front end uses)."""
+        changes = {k: v for k, v in (("ratios", None if ratios is None else tuple(ratios)), ("runs", runs),
+                                     ("seed", seed), ("shard_size", shard_size)) if v is not None}
+        return replace(self, **changes)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Plan":
@@ -157,6 +181,17 @@ PRESETS: dict[str, Preset] = {
         "small CNN (3 conv blocks 32-64-128, global pool, linear) for 32x32 colour images",
     ),
 }
+
+
+def default_preset_name(dataset_name: str, input_shape: Sequence[int]) -> str:
+    """The preset for a data set when none is named: a CNN for CHW images, the authors' MLP for
+    MNIST-shaped data, else the digits MLP."""
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == 3 and shape[0] in (1, 3):
+        return "cifar-cnn"
+    if dataset_name.split("-noise")[0].split("-ood")[0] in ("mnist", "fashion-mnist") or math.prod(shape) == 784:
+        return "mnist-mlp"
+    return "digits-mlp"
 
 
 def get_preset(name: str) -> Preset:

@@ -127,7 +127,7 @@ def load_npz(path: str | os.PathLike, fmt: str) -> tuple[dict[str, np.ndarray], 
             info = json.loads(str(z["_info"]))
             if not isinstance(info, dict) or info.get("format") != fmt:
                 found = info.get("format") if isinstance(info, dict) else type(info).__name__
-                raise ValueError(f"{path}: holds {found!r}, expected a {fmt!r} file")
+                raise ValueError(f"{path}: format {found!r}, expected {fmt!r}")
             return {k: z[k] for k in z.files if k != "_info"}, info
     except (zipfile.BadZipFile, EOFError, json.JSONDecodeError, KeyError) as exc:
         raise ValueError(f"{path}: not a readable cscore_lab results file ({type(exc).__name__}: {exc})") from None

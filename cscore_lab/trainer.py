@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import platform
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from .recipes import Recipe
 
 __all__ = [
     "resolve_device",
+    "check_device_name",
+    "torch_threads",
     "prepare_inputs",
     "ModelSeeds",
     "model_seeds",
@@ -48,18 +51,35 @@ class Interrupted(Exception):
     """Raised inside training when a stop was requested; the shard in flight is dropped."""
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` are checked."""
+DEVICE_CHOICES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def check_device_name(device: str | torch.device) -> str:
+    """The device name, checked for form only (``auto``, ``cpu``, ``cuda``, ``cuda:N``), without looking
+    for the hardware: what a front end or a remote backend's driver can check before any worker runs.
+
+    Raises ``ValueError`` naming the value and the choices.
+    """
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
         raise TypeError(f"device must be a string like 'auto', 'cpu' or 'cuda:0', got {type(device).__name__}")
+    name = device.strip()
+    if name in ("auto", "cpu", "cuda"):
+        return name
+    head, sep, index = name.partition(":")
+    if head == "cuda" and sep and index.isdigit():
+        return f"cuda:{int(index)}"
+    raise ValueError(f"unknown device {device!r}; the device must be {DEVICE_CHOICES}")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The one device resolver: ``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"`` are checked against the hardware here."""
+    device = check_device_name(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    dev = torch.device(device)
     if dev.type == "cpu":
         return dev
     if dev.type == "cuda":
@@ -73,23 +93,44 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if dev.index is not None and dev.index >= count:
             raise ValueError(f"device {device!r} was requested but only {count} CUDA device(s) exist (cuda:0..cuda:{count - 1})")
         return dev
-    raise ValueError(f"unsupported device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    raise ValueError(f"unsupported device {device!r}; expected {DEVICE_CHOICES}")  # pragma: no cover
 
 
-def prepare_inputs(dataset: Dataset, recipe: Recipe, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """The thread policy: run the block with ``n`` intra-op torch threads, then restore the count.
+
+    Shards and full-data trainings run with one thread each (see docs/ARCHITECTURE.md, "One torch
+    thread per shard"): small batched products split poorly across threads, and a fixed count makes
+    a model's floating-point result the same on every machine and backend.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def prepare_inputs(dataset: Dataset, recipe: Recipe, device: torch.device, *,
+                   reference: Dataset | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Model inputs scaled as the recipe says, and labels, as tensors on ``device``.
 
     ``"standardize"`` uses per-feature statistics of the whole data set (unsupervised,
-    so it leaks no label into held-out predictions).
+    so it leaks no label into held-out predictions); of ``reference`` when given (an
+    evaluation set is scaled with its training set's statistics and value range).
     """
+    ref = reference if reference is not None else dataset
     x = torch.from_numpy(dataset.inputs)
     if recipe.input_scaling == "range":
-        x = x / float(dataset.value_range)
+        x = x / float(ref.value_range)
     elif recipe.input_scaling == "standardize":
         flat = x.reshape(len(dataset), -1) if recipe.model == "mlp" else x
+        r = torch.from_numpy(ref.inputs)
+        rflat = r.reshape(len(ref), -1) if recipe.model == "mlp" else r
         dims = (0,) if recipe.model == "mlp" else tuple(i for i in range(x.ndim) if i != 1)
-        mean = flat.mean(dim=dims, keepdim=True)
-        std = flat.std(dim=dims, keepdim=True).clamp_min(1e-6)
+        mean = rflat.mean(dim=dims, keepdim=True)
+        std = rflat.std(dim=dims, keepdim=True).clamp_min(1e-6)
         x = ((flat - mean) / std).reshape(x.shape)
     if recipe.model == "mlp":
         x = x.reshape(len(dataset), -1)

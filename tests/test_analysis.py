@@ -137,7 +137,7 @@ def test_detection_known_answer():
     np.testing.assert_allclose(t.precision_at_k, [0.5, 1.0, 0.0])
     assert t.average_precision[0] == pytest.approx(average_precision_score(mask, -score))
     assert t.auroc[0] == pytest.approx(roc_auc_score(mask, -score))
-    assert t.meta == {"k": 2, "n": 6, "prevalence": 2 / 6}
+    assert t.meta == {"k": 2, "n": 6, "prevalence": 2 / 6, "what": "flipped labels"}
     assert list(t.to_frame().index) == ["perfect", "s", "worst"]
 
 

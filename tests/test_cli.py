@@ -35,8 +35,11 @@ def test_label_noise_saves_the_flipped_mask(tmp_path, capsys):
     out = tmp_path / "noisy"
     assert main(["estimate", "--label-noise", "0.1", "--ratios", "0.5", "--runs", "2", "--device", "cpu",
                  "--out", str(out), "--no-progress"]) == 0
-    mask = np.load(out / "flipped.npy")
-    assert mask.sum() == 180
+    from cscore_lab.store import RunStore
+
+    arrays, spec = RunStore(out).read_data()  # the run folder's data entry: labels, masks, how to rebuild the data
+    assert arrays["mask_flipped"].sum() == 180 and spec["label_noise"] == 0.1 and spec["name"] == "digits"
+    assert (arrays["labels"] != arrays["original_labels"]).sum() == 180
 
 
 @pytest.mark.parametrize("args,message", [

@@ -13,7 +13,9 @@ import pytest
 
 from cscore_lab.cscores import CScores, aggregate_counts
 from cscore_lab.data import load_digits
-from cscore_lab.holdout import Estimation, estimate, plan_shards, scores_from_store
+from cscore_lab.cscores import scores_from_store
+from cscore_lab.holdout import Estimation, estimate
+from cscore_lab.shards import plan_shards
 from cscore_lab.recipes import Plan, Recipe, get_preset
 from cscore_lab.store import RunStore, StoreBusyError, StoreMismatchError
 
@@ -225,8 +227,22 @@ def test_a_failing_shard_fails_the_run_clearly(digits_small, tmp_path):
     def broken_factory():
         raise RuntimeError("this model cannot be built")
 
+    with pytest.raises(ValueError, match="model_factory\\(\\) failed: RuntimeError: this model cannot be built"):
+        Estimation(digits_small, FAST, SMALL_PLAN, out=tmp_path / "f", device="cpu", model_factory=broken_factory)
+    assert not (tmp_path / "f").exists()  # refused before anything was written
+
+    calls = []
+
+    def fails_in_the_shards():  # passes the check in the driver, then fails inside the shards
+        import torch
+
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("this model cannot be built")
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
     est = Estimation(digits_small, FAST, SMALL_PLAN, out=tmp_path / "f", device="cpu",
-                     backend=LocalBackend(workers=2), model_factory=broken_factory)
+                     backend=LocalBackend(workers=2), model_factory=fails_in_the_shards)
     with pytest.raises(RuntimeError, match="cannot be built"):
         est.run()
     assert est.progress.state == "failed" and "cannot be built" in est.progress.error
@@ -241,7 +257,9 @@ def test_store_of_another_engine_version_is_refused(digits_small, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["identity"]["engine"] = 1
     (out / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(StoreMismatchError, match="engine: store has 1, this run has 2"):
+    from cscore_lab.trainer import ENGINE_VERSION
+
+    with pytest.raises(StoreMismatchError, match=f"engine: store has 1, this run has {ENGINE_VERSION}"):
         Estimation(digits_small, FAST, Plan(ratios=(0.5,), runs=2, shard_size=2), out=out)
 
 

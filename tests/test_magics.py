@@ -214,8 +214,13 @@ def test_one_run_per_folder(ip, run_cell, tmp_path):
 def test_estimate_of_a_noisy_copy_stores_its_mask_and_labels(ip, run_cell, tmp_path):
     run_cell("%cscore noise digits 0.1")
     rec = session(ip).prepare("digits-noise0.1", ratios=(0.5,), runs=1, out=tmp_path / "noisy", monitor=False)
-    np.testing.assert_array_equal(np.load(tmp_path / "noisy" / "flipped.npy"), rec.noise_mask)
-    np.testing.assert_array_equal(np.load(tmp_path / "noisy" / "labels.npy"), rec.dataset.labels)
+    rec.estimation.run()
+    from cscore_lab.store import RunStore
+
+    arrays, spec = RunStore(tmp_path / "noisy").read_data()
+    np.testing.assert_array_equal(arrays["mask_flipped"], rec.noise_mask)
+    np.testing.assert_array_equal(arrays["labels"], rec.dataset.labels)
+    assert spec["name"] == "digits" and spec["label_noise"] == 0.1
 
 
 # --------------------------------------------------------------------------- loading and views

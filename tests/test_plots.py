@@ -21,6 +21,9 @@ def _close_figures():
 def test_every_plot_returns_the_ax_it_was_given(digits_cscores, digits):
     cs = digits_cscores
     proxy = cs.scores + np.random.default_rng(0).normal(0, 0.05, len(cs))
+    from cscore_lab.analysis import correlate
+
+    table = correlate({"p": proxy, "q": -proxy}, cs, n_boot=20)
     calls = [
         (plots.score_histogram, (cs,), {}),
         (plots.class_distributions, (cs,), {"class_names": digits.class_names}),
@@ -30,7 +33,9 @@ def test_every_plot_returns_the_ax_it_was_given(digits_cscores, digits):
         (plots.flipped_histogram, (cs, np.arange(len(cs)) % 10 == 0), {}),
         (plots.image_grid, (digits.images[:10],), {"captions": [str(i) for i in range(10)]}),
         (plots.correlation_heatmap, (pd.DataFrame([[0.5, -0.2]], index=["p"], columns=["all", "0"]),), {}),
-        (plots.correlation_intervals, (["a", "b"], [0.5, 0.1], [0.4, 0.0], [0.6, 0.2]), {}),
+        (plots.correlation_heatmap, (table,), {}),
+        (plots.correlation_intervals, (table,), {}),
+        (plots.consistency_profiles, (cs.profiles(3, "quantile"),), {}),
     ]
     for fn, args, kwargs in calls:
         fig, ax = plt.subplots()
@@ -98,13 +103,11 @@ def test_plots_reject_bad_arguments_with_clear_messages(digits_cscores):
         plots.image_grid(np.zeros((3, 4, 4), dtype=np.uint8), captions=["a", "b"])
 
 
-def test_proxy_scatter_title_has_the_spearman_correlation(digits_cscores):
-    from scipy.stats import spearmanr
-
+def test_proxy_scatter_title_shows_the_correlation_it_is_given(digits_cscores):
     x = digits_cscores.scores ** 2 + np.random.default_rng(1).normal(0, 0.01, len(digits_cscores))
-    ax = plots.proxy_scatter(x, digits_cscores, name="square")
-    rho = spearmanr(x, digits_cscores.scores).statistic
-    assert f"{rho:+.3f}" in ax.get_title()
+    ax = plots.proxy_scatter(x, digits_cscores, name="square", correlation=0.8771)
+    assert "Spearman +0.877" in ax.get_title()
+    assert "Spearman" not in plots.proxy_scatter(x, digits_cscores, name="square").get_title()  # computes nothing
 
 
 def test_image_grid_places_every_image_and_caption(digits):
@@ -116,20 +119,30 @@ def test_image_grid_places_every_image_and_caption(digits):
     assert canvas.shape[1] > 4 * 8 and canvas.shape[0] > 3 * 8  # 3 rows of 4
 
 
-def test_correlation_frames_read_the_analysis_table(digits_cscores):
+def test_correlation_plots_draw_what_the_analysis_table_holds(digits_cscores):
     from cscore_lab.analysis import correlate
 
     rng = np.random.default_rng(0)
     proxies = {"good": digits_cscores.scores + rng.normal(0, 0.02, len(digits_cscores)),
                "noise": rng.normal(size=len(digits_cscores))}
     table = correlate(proxies, digits_cscores, n_boot=30)
-    rows, wide = plots.correlation_frames(table)
-    assert list(rows["proxy"]) == ["good", "noise"]
-    assert (rows["low"] <= rows["value"]).all() and (rows["value"] <= rows["high"]).all()
-    assert list(wide.columns) == ["all"] + [str(k) for k in range(10)]
-    assert wide.loc["good", "all"] == pytest.approx(rows["value"][0])
-    with pytest.raises(ValueError, match="missing"):
-        plots.correlation_frames(pd.DataFrame({"proxy": ["a"], "rho": [0.1]}))
+    ax = plots.correlation_intervals(table)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["noise", "good"]  # best at the top
+    points = ax.lines[0].get_xdata()
+    assert points[-1] == pytest.approx(table.value("good"))
+    heat = plots.correlation_heatmap(table)
+    assert [t.get_text() for t in heat.get_xticklabels()] == ["all"] + [str(k) for k in range(10)]
+
+
+def test_consistency_profiles_draw_the_curves_the_scores_computed(digits_cscores):
+    prof = digits_cscores.profiles(4, "quantile")
+    ax = plots.consistency_profiles(prof)
+    drawn = [line.get_ydata() for line in ax.lines]
+    kept = [g for g in range(len(prof.counts)) if prof.counts[g]]
+    assert len(drawn) == len(kept)
+    for line, g in zip(drawn, kept):
+        np.testing.assert_allclose(line, prof.curves[g])
 
 
 def test_render_png_and_image_png_make_png_bytes_without_pyplot(digits_cscores, digits):

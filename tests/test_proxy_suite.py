@@ -129,24 +129,32 @@ def test_table_round_trip_and_views(table, tmp_path):
 
 def test_cli_proxies_against_a_run(tmp_path, capsys):
     """`cscore-lab proxies --run DIR` on a small real estimate of noisy digits prints both tables."""
-    ds, mask = cli.load_dataset_from_args(type("A", (), {"dataset": "digits", "data": None, "label_noise": 0.1, "seed": 0})())
+    from cscore_lab.holdout import Estimation
+    from cscore_lab.runs import DataSpec
+
+    loaded = DataSpec("digits", label_noise=0.1).load()
     run = tmp_path / "run"
     fast = Recipe(name="fast", hidden=(16,), learning_rate=0.05, batch_size=64, epochs=2)
-    estimate(ds, fast, Plan(ratios=(0.5,), runs=4, shard_size=4), out=run)
-    np.save(run / "flipped.npy", mask)
-    code = cli.main(["proxies", "--run", str(run), "--label-noise", "0.1", "--families", "dynamics", "knn",
-                     "--spaces", "input", "--n-boot", "20", "--bandwidth-scale", "0.5", "--no-progress", "--save", str(tmp_path / "p.npz")])
+    Estimation(loaded.dataset, fast, Plan(ratios=(0.5,), runs=4, shard_size=4), out=run, masks=loaded.masks,
+               data_spec=loaded.spec.to_dict()).run()
+    code = cli.main(["proxies", "--run", str(run), "--families", "dynamics", "knn", "--spaces", "input",
+                     "--n-boot", "20", "--bandwidth-scale", "0.5", "--no-progress", "--save", str(tmp_path / "p.npz")])
     out = capsys.readouterr().out
     assert code == 0
     assert "Rank correlation with the C-scores" in out and "cum_accuracy" in out and "knn_input" in out
     assert "Finding the flipped labels" in out and "cscore" in out
     saved = ProxyTable.load(tmp_path / "p.npz")
     assert saved.meta["recipe"]["name"] == "fast" and saved.meta["bandwidth_scale"] == 0.5
-    # a saved CScores file instead of a run folder
-    assert cli.main(["proxies", "--cscores", str(run / "cscores.npz"), "--label-noise", "0.1", "--families", "knn",
+    assert ProxyTable.load(run).names == saved.names  # also kept in the run folder, which load() accepts
+    # a saved CScores file (or run folder) instead of a run: the data set comes from the options
+    assert cli.main(["proxies", "--cscores", str(run), "--label-noise", "0.1", "--families", "knn",
                      "--spaces", "input", "--n-boot", "0", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "cscores.npz:" in out and "knn_input" in out and "Finding the flipped labels" in out
-    # other data than the run's is refused with one line
-    assert cli.main(["proxies", "--run", str(run), "--no-progress"]) == 2
-    assert "estimated on other data" in capsys.readouterr().err
+    assert f"{run}:" in out and "knn_input" in out and "Finding the flipped labels" in out
+    # contradictory options are one-line errors
+    assert cli.main(["proxies", "--run", str(run), "--label-noise", "0.1", "--no-progress"]) == 2
+    assert "brings its own data set" in capsys.readouterr().err
+    assert cli.main(["proxies", "--run", str(run), "--cscores", str(run), "--no-progress"]) == 2
+    assert "give one" in capsys.readouterr().err
+    assert cli.main(["proxies", "--run", str(run), "--data", str(tmp_path), "--no-progress"]) == 2
+    assert "is bundled and reads no --data" in capsys.readouterr().err

@@ -16,7 +16,8 @@ from scipy.stats import spearmanr
 
 from cscore_lab.cscores import CScores
 from cscore_lab.data import DataError, from_arrays, load_cifar10, load_cifar100, load_mnist
-from cscore_lab.published import PUBLISHED, agreement, load_published, lowest_overlap, tfds_mnist_order
+from cscore_lab.analysis import agreement, lowest_overlap
+from cscore_lab.published import PUBLISHED, load_published, tfds_mnist_order
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -29,7 +29,8 @@ import pytest  # noqa: E402
 
 from cscore_lab import ray_backend  # noqa: E402
 from cscore_lab.backends import get_backend  # noqa: E402
-from cscore_lab.holdout import Estimation, ShardJob, estimate, shard_specs  # noqa: E402
+from cscore_lab.holdout import Estimation, estimate  # noqa: E402
+from cscore_lab.shards import ShardJob, shard_specs  # noqa: E402
 from cscore_lab.recipes import Plan, get_preset  # noqa: E402
 from cscore_lab.store import RunStore  # noqa: E402
 
@@ -430,7 +431,7 @@ print("finished")
 @ray_mark
 def test_killed_driver_resumes_from_the_store(cluster, local_long_scores, ray_tmp, ray_env):
     """SIGKILL the driver once shards are stored; a new driver finishes the run with identical scores."""
-    from cscore_lab.holdout import scores_from_store
+    from cscore_lab.cscores import scores_from_store
 
     out, gate = ray_tmp / "driver-run", ray_tmp / "driver-gate"
     gate.mkdir()

@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from cscore_lab.report import open_run, report_html, write_report
+from cscore_lab.report import report_html, write_report
+from cscore_lab.runs import open_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -42,7 +43,8 @@ def test_report_with_proxies_correlations_and_noise(digits_cscores, digits):
     corr = correlate(proxies, digits_cscores, n_boot=20)
     mask = np.zeros(len(digits), dtype=bool)
     mask[digits_cscores.lowest(20)] = True
-    text = report_html(digits_cscores, digits, proxies=proxies, correlations=corr, noise_mask=mask, per_class=2)
+    text = report_html(digits_cscores, digits, proxies=proxies, correlations=corr, masks={"flipped": mask},
+                       per_class=2)
     assert "Proxies and the C-score" in text and "Rank correlation with the C-score" in text
     assert "flipped labels" in text and text.count("border:2px solid #c62828") >= 10
     # histogram, per class, flipped histogram, profiles, intervals, heat map, 2 scatters, 10 x 4 examples
@@ -52,8 +54,8 @@ def test_report_with_proxies_correlations_and_noise(digits_cscores, digits):
 def test_report_rejects_mismatched_inputs(digits_cscores, digits, tmp_path):
     with pytest.raises(ValueError, match="1796 examples, the C-scores 1797"):
         write_report(digits_cscores, digits.subset(np.arange(1796)), tmp_path / "r.html")
-    with pytest.raises(ValueError, match="noise_mask has shape"):
-        write_report(digits_cscores, digits, tmp_path / "r.html", noise_mask=np.zeros(3, dtype=bool))
+    with pytest.raises(ValueError, match="mask 'flipped' has shape"):
+        write_report(digits_cscores, digits, tmp_path / "r.html", masks={"flipped": np.zeros(3, dtype=bool)})
     assert not (tmp_path / "r.html").exists()
 
 
@@ -76,14 +78,21 @@ def test_open_run_of_a_cli_noise_run_rebuilds_the_noisy_labels(tmp_path, digits)
     np.testing.assert_array_equal(run.dataset.labels != digits.labels, run.noise_mask)
 
 
-def test_open_run_refuses_data_that_are_not_the_runs(tiny_run, tmp_path):
+def test_open_run_refuses_data_that_are_not_the_runs(tiny_run, tmp_path, digits):
     import json
 
+    from cscore_lab.store import StoreMismatchError
+
+    with pytest.raises(ValueError, match="is not the data the run was made on"):
+        open_run(tiny_run[0], dataset=digits.with_labels(np.roll(digits.labels, 1)))
     folder = tmp_path / "copy"
     shutil.copytree(tiny_run[0], folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["identity"]["fingerprint"] = "0" * 64
+    manifest["identity"]["fingerprint"] = "0" * 64  # an edited manifest: its files no longer belong to it
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreMismatchError, match="entries/data.npz belongs to another run"):
+        open_run(folder)
+    shutil.rmtree(folder / "entries")  # a folder from before the data entry: the data set is found by name
     with pytest.raises(ValueError, match="is not the data the run was made on"):
         open_run(folder)
     manifest["identity"]["dataset"] = "mnist"

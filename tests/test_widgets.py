@@ -36,7 +36,7 @@ def test_monitor_follows_a_background_run(digits):
     assert monitor.bar.value == 4 and monitor.bar.bar_style == "success"
     assert _png(monitor.histogram.value).startswith(PNG)
     assert monitor.redraws == 3  # unthrottled: after each of the 2 shards, and at the end
-    assert "4/4 runs" in monitor.text() and "finished" in monitor.text()
+    assert "4/4 [" in monitor.text() and "finished" in monitor.text()  # tqdm's own meter
     assert f"reliability {est.current().reliability:.3f}" in monitor.status.value
     assert monitor.stop_button.disabled
     bundle = monitor._repr_mimebundle_()
@@ -58,6 +58,10 @@ def test_monitor_redraws_the_histogram_at_most_every_interval(digits):
     assert monitor.redraws == 2
     monitor.interval = 0.0
     est.progress.state = "running"
+    est.progress.partial_runs = 0.5  # progress within a shard moves the bar, not the histogram
+    monitor.update()
+    assert monitor.redraws == 2 and monitor.bar.value == 1.5
+    est.progress.done_runs, est.progress.partial_runs = 2, 0.0  # a shard finished: the estimate changed
     monitor.update()
     assert monitor.redraws == 3
 
@@ -104,7 +108,7 @@ def gallery(digits_cscores, digits):
     mask = np.zeros(len(digits), dtype=bool)
     mask[digits_cscores.lowest(5)] = True
     original = (digits.labels + mask) % 10
-    return W.Gallery(digits_cscores, digits, noise_mask=mask, original_labels=original, count=12)
+    return W.Gallery(digits_cscores, digits, masks={"flipped": mask}, original_labels=original, count=12)
 
 
 def _captions(g):

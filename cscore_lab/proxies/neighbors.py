@@ -23,7 +23,7 @@ from numbers import Integral
 
 import numpy as np
 
-__all__ = ["knn_agreement", "local_outlier_factor", "nearest_neighbors", "neighbor_proxies"]
+__all__ = ["knn_agreement", "local_outlier_factor", "nearest_neighbors", "neighbor_proxies", "NeighborIndex"]
 
 
 def check_features(features, name: str = "features") -> np.ndarray:
@@ -95,6 +95,39 @@ def nearest_neighbors(features, k: int) -> tuple[np.ndarray, np.ndarray]:
     # kneighbors() without a query excludes each point from its own neighbours
     dist, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors()
     return dist.astype(np.float64, copy=False), idx.astype(np.int64, copy=False)
+
+
+class NeighborIndex:
+    """Exact Euclidean neighbours of one example at a time, for views that ask about one example.
+
+    The same neighbours as :func:`nearest_neighbors` (the example itself excluded by index),
+    without searching for all N at once; :meth:`agreement` is :func:`knn_agreement` of one example.
+    """
+
+    def __init__(self, features, labels=None):
+        x = check_features(features)
+        self.features = x
+        self.labels = None if labels is None else check_labels(labels, x.shape[0])
+        self._sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+
+    def query(self, index: int, k: int) -> np.ndarray:
+        """Indices of the ``k`` nearest neighbours of example ``index``, nearest first (ties by index)."""
+        n = self.features.shape[0]
+        i = int(index)
+        if not 0 <= i < n:
+            raise ValueError(f"example index {index} is outside 0..{n - 1}")
+        k = _check_k(k, n, "k")
+        d = self._sq - 2.0 * (self.features @ self.features[i]).astype(np.float64) + self._sq[i]
+        d[i] = np.inf
+        near = np.argpartition(d, k - 1)[:k]
+        return near[np.lexsort((near, d[near]))]
+
+    def agreement(self, index: int, k: int) -> float:
+        """Share of the ``k`` nearest neighbours of ``index`` that carry its label."""
+        if self.labels is None:
+            raise ValueError("this NeighborIndex was built without labels")
+        near = self.query(index, k)
+        return float((self.labels[near] == self.labels[int(index)]).mean())
 
 
 def knn_agreement(features, labels, *, k: int = 10) -> np.ndarray:

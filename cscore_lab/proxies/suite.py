@@ -22,19 +22,15 @@ more regular**. The result is a :class:`ProxyTable`: plain data with ``to_frame(
 
 from __future__ import annotations
 
-import html
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..npzfile import load_npz, save_npz  # re-exported for analysis.py
+from ..results import ResultTable
 
-__all__ = ["ProxyTable", "compute_proxies", "FAMILIES", "SPACES", "save_npz", "load_npz", "html_table",
-           "run_proxies_command"]
+__all__ = ["ProxyTable", "compute_proxies", "FAMILIES", "SPACES"]
 
 FORMAT = "cscore_lab.proxytable/1"
 #: Proxy families :func:`compute_proxies` can compute.
@@ -43,22 +39,11 @@ FAMILIES: tuple[str, ...] = ("dynamics", "kde", "knn", "lof")
 SPACES: tuple[str, ...] = ("input", "hidden")
 
 
-# --------------------------------------------------------------------------- plain-data plumbing
-
-
-
-def html_table(title: str, frame, notes: Iterable[str] = (), max_rows: int = 60) -> str:
-    """A titled HTML table of a DataFrame (floats to 3 decimals) with notes below it."""
-    body = frame.to_html(float_format=lambda v: f"{v:.3f}", max_rows=max_rows, border=0, na_rep="–")
-    extra = "".join(f"<p style='margin:2px 0'>{html.escape(n)}</p>" for n in notes)
-    return f"<div><b>{html.escape(title)}</b>{body}{extra}</div>"
-
-
 # --------------------------------------------------------------------------- the table
 
 
 @dataclass
-class ProxyTable:
+class ProxyTable(ResultTable):
     """Per-example proxy scores of one data set, one named column per proxy (higher = more regular).
 
     Attributes
@@ -74,6 +59,9 @@ class ProxyTable:
         JSON-serialisable facts: recipe, runs, seed, feature epochs, bandwidths used,
         neighbour counts, timings, training accuracy.
     """
+
+    FORMAT = FORMAT
+    FILENAME = "proxies.npz"
 
     values: dict[str, np.ndarray]
     labels: np.ndarray
@@ -130,40 +118,64 @@ class ProxyTable:
         df.index.name = "example"
         return df
 
-    def save(self, path: str | Path) -> Path:
-        """Write to ``path`` (.npz with a JSON header, no pickle)."""
+    def _arrays(self) -> dict[str, np.ndarray]:
         matrix = np.stack(list(self.values.values())) if self.values else np.zeros((0, len(self)))
-        info = {"names": self.names, "dataset": self.dataset, "fingerprint": self.fingerprint,
+        return {"labels": self.labels, "values": matrix}
+
+    def _info(self) -> dict[str, Any]:
+        return {"names": self.names, "dataset": self.dataset, "fingerprint": self.fingerprint,
                 "class_names": list(self.class_names), "meta": self.meta}
-        return save_npz(path, FORMAT, {"labels": self.labels, "values": matrix}, info)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ProxyTable":
-        arrays, info = load_npz(path, FORMAT)
+    def _from_saved(cls, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> "ProxyTable":
+        if arrays["values"].shape[0] != len(info["names"]):
+            raise ValueError(f"{len(info['names'])} proxy names for {arrays['values'].shape[0]} columns")
         values = dict(zip(info["names"], arrays["values"]))
-        return cls(values, arrays["labels"], info["dataset"], info["fingerprint"], tuple(info["class_names"]), info["meta"])
+        return cls(values, arrays["labels"], info["dataset"], info["fingerprint"], tuple(info["class_names"]),
+                   info["meta"])
 
     def __repr__(self) -> str:
         return f"ProxyTable(dataset={self.dataset!r}, examples={len(self)}, proxies={self.names})"
 
-    def _repr_html_(self) -> str:
-        frame = self.to_frame().drop(columns="label").describe().T[["mean", "std", "min", "50%", "max"]]
+    def _html_title(self) -> str:
+        return f"Proxies of {self.dataset or 'a data set'}"
+
+    def _html_frame(self):
+        return self.to_frame().drop(columns="label").describe().T[["mean", "std", "min", "50%", "max"]]
+
+    def _html_notes(self) -> list[str]:
         notes = [f"{len(self)} examples; every column: higher = more regular"]
         if self.meta.get("recipe"):
             notes.append(f"recipe {self.meta['recipe'].get('name')}, runs {self.meta.get('runs')}, "
                          f"feature epochs {self.meta.get('feature_epochs')}")
-        return html_table(f"Proxies of {self.dataset or 'a data set'}", frame, notes)
+        return notes
 
 
 # --------------------------------------------------------------------------- computing
 
 
-def _reporter(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
-    if callable(progress):
-        return progress
-    if progress:
-        return lambda msg: print(f"[proxies] {msg}", file=sys.stderr, flush=True)
-    return lambda msg: None
+class _Reporter:
+    """Progress of a proxy computation: a ``tqdm.auto`` bar over its steps (a widget in a notebook,
+    a line in a terminal), or a callable that receives one message per step, or nothing."""
+
+    def __init__(self, progress: bool | Callable[[str], None], total: int, desc: str):
+        self.callback = progress if callable(progress) else None
+        self.bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+    def __call__(self, msg: str, advance: int = 0) -> None:
+        if self.callback is not None:
+            self.callback(msg)
+        if self.bar is not None:
+            self.bar.set_postfix_str(msg, refresh=False)
+            self.bar.update(advance)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _check_choices(given: Sequence[str], allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -213,11 +225,11 @@ def _feature_epochs(epochs: Sequence[int] | int | None, total: int) -> tuple[int
 
 
 class _EpochReport:
-    def __init__(self, report: Callable[[str], None], runs: int, total: int):
+    def __init__(self, report: _Reporter, runs: int, total: int):
         self.report, self.runs, self.total = report, runs, total
 
     def on_epoch_end(self, epoch: int, group) -> None:
-        self.report(f"trained {self.runs} full-data model(s): epoch {epoch}/{self.total}")
+        self.report(f"trained {self.runs} full-data model(s): epoch {epoch}/{self.total}", advance=1)
 
 
 def compute_proxies(
@@ -300,7 +312,6 @@ def compute_proxies(
     families = _check_choices(families, FAMILIES, "proxy families")
     spaces = _check_choices(spaces, SPACES, "feature spaces")
     feature_epochs = _feature_epochs(epochs_for_features, recipe.epochs)
-    report = _reporter(progress)
     labels = dataset.labels
     space_families = [f for f in families if f != "dynamics"]
     if "knn" in families:
@@ -316,20 +327,39 @@ def compute_proxies(
                             "lof_neighbors": lof_neighbors, "seconds": {}}
     values: dict[str, np.ndarray] = {}
 
-    from ..backends import torch_threads
-    from ..trainer import model_seeds, predict_correct, prepare_inputs, resolve_device, train_group
+    from ..trainer import model_seeds, predict_correct, prepare_inputs, resolve_device, torch_threads, train_group
     from .dynamics import DynamicsRecorder, FeatureRecorder
 
     x, y = prepare_inputs(dataset, recipe, resolve_device(device))
-    if "input" in spaces and space_families:
+    input_step = "input" in spaces and bool(space_families)
+    hidden = "hidden" in spaces and bool(space_families)
+    trains = "dynamics" in families or hidden
+    steps = int(input_step) + (recipe.epochs if trains else 0) + (len(feature_epochs) if hidden else 0)
+    report = _Reporter(progress, steps, f"proxies {dataset.name}")
+    try:
+        _compute(dataset, recipe, x, y, values, meta, report, options, runs=runs, seed=seed, families=families,
+                 space_families=space_families, feature_epochs=feature_epochs, input_step=input_step, hidden=hidden,
+                 trains=trains, model_factory=model_factory, torch_threads=torch_threads, model_seeds=model_seeds,
+                 predict_correct=predict_correct, train_group=train_group, recorders=(DynamicsRecorder, FeatureRecorder))
+    finally:
+        report.close()
+    return ProxyTable(values, labels, dataset.name, dataset.fingerprint, dataset.class_names, meta)
+
+
+def _compute(dataset, recipe, x, y, values, meta, report, options, *, runs, seed, families, space_families,
+             feature_epochs, input_step, hidden, trains, model_factory, torch_threads, model_seeds, predict_correct,
+             train_group, recorders) -> None:
+    DynamicsRecorder, FeatureRecorder = recorders
+    labels = dataset.labels
+    if input_step:
         t0 = time.perf_counter()
         report(f"input-space proxies: {', '.join(space_families)}")
         flat = x.reshape(len(dataset), -1).cpu().numpy()
         values.update(_space_proxies("input", [flat], labels, space_families, meta=meta, **options))
         meta["seconds"]["input"] = round(time.perf_counter() - t0, 3)
+        report("input-space proxies done", advance=1)
 
-    hidden = "hidden" in spaces and bool(space_families)
-    if "dynamics" in families or hidden:
+    if trains:
         t0 = time.perf_counter()
         dyn = DynamicsRecorder(x, y) if "dynamics" in families else None
         feats = FeatureRecorder(x, feature_epochs) if hidden else None
@@ -352,62 +382,4 @@ def compute_proxies(
                 per_run = list(feats.features.pop(epoch))
                 values.update(_space_proxies(f"hidden_e{epoch}", per_run, labels, space_families, meta=meta, **options))
                 meta["seconds"][f"hidden_e{epoch}"] = round(time.perf_counter() - t0, 3)
-    return ProxyTable(values, labels, dataset.name, dataset.fingerprint, dataset.class_names, meta)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def run_proxies_command(args, out=None) -> int:
-    """The body of ``cscore-lab proxies``: compute every proxy, and with ``--run`` correlate them.
-
-    ``args`` carries the dataset arguments of :func:`cscore_lab.cli.add_dataset_arguments`
-    and ``run``, ``cscores`` (a saved CScores file, used when there is no run), ``preset``,
-    ``runs``, ``epochs``, ``families``, ``spaces``, ``bandwidth_scale``, ``n_boot``, ``seed``,
-    ``device``, ``save``, ``no_progress``. With a run folder the recipe is the
-    run's, the data must be the run's (same fingerprint), and if labels were flipped the
-    detection table is printed too.
-    """
-    from ..analysis import correlate, detect_label_noise
-    from ..cli import CLIError, _default_preset, load_dataset_from_args
-    from ..cscores import CScores
-    from ..holdout import scores_from_store
-    from ..recipes import Recipe
-    from ..store import RunStore
-
-    out = out or sys.stdout
-    ds, flipped = load_dataset_from_args(args)
-    recipe: Any = args.preset or _default_preset(args.dataset, ds.input_shape)
-    cs = None
-    if args.run:
-        ident = RunStore(args.run).read_manifest()["identity"]
-        if ident.get("fingerprint") != ds.fingerprint:
-            raise CLIError(f"run folder {args.run} was estimated on other data ({ident.get('dataset')!r}); pass the same "
-                           f"--dataset, --data, --label-noise and --seed as the estimate")
-        if not args.preset:
-            recipe = Recipe.from_dict(ident["recipe"])
-        cs = scores_from_store(args.run, labels=ds.labels)
-        mask_file = Path(args.run) / "flipped.npy"
-        if flipped is None and mask_file.is_file():
-            flipped = np.load(mask_file, allow_pickle=False)
-    elif args.cscores:
-        cs = CScores.load(args.cscores)
-        if len(cs) != len(ds):
-            raise CLIError(f"{args.cscores} holds {len(cs)} C-scores but {ds.name} has {len(ds)} examples")
-    t0 = time.perf_counter()
-    table = compute_proxies(ds, recipe, runs=args.runs, epochs_for_features=args.epochs, families=args.families,
-                            spaces=args.spaces, bandwidth_scale=args.bandwidth_scale, device=args.device, seed=args.seed,
-                            progress=not args.no_progress)
-    print(f"{len(table.names)} proxies of {ds.name} ({len(ds)} examples) in {time.perf_counter() - t0:.1f} s; "
-          f"higher = more regular", file=out)
-    if args.save:
-        print(f"saved: {table.save(args.save)}", file=out)
-    if cs is None:
-        print(table.to_frame().drop(columns="label").describe().T[["mean", "std", "min", "max"]].to_string(), file=out)
-    else:
-        print(f"\nRank correlation with the C-scores of {args.run or args.cscores}:", file=out)
-        print(correlate(table, cs, n_boot=args.n_boot, seed=args.seed).to_string(), file=out)
-    if flipped is not None:
-        print("\nFinding the flipped labels (low score = suspect):", file=out)
-        print(detect_label_noise(table, flipped, cscores=cs).to_string(), file=out)
-    return 0
+                report(f"hidden-space proxies after epoch {epoch} done", advance=1)

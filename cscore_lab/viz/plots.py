@@ -1,9 +1,11 @@
 """Figures of C-scores and proxies: pure functions that draw on an ``ax`` and return it.
 
 Every function takes the objects the library computed (:class:`~cscore_lab.cscores.CScores`,
-arrays, data frames) and ``ax=None``; with no ``ax`` it draws on a new pyplot figure. Nothing
-here computes an estimate or trains a model, and nothing imports widgets, so the same
-pictures serve notebooks, the dashboard (:mod:`cscore_lab.viz.widgets`) and the HTML report.
+its :class:`~cscore_lab.cscores.Profiles`, a :class:`~cscore_lab.analysis.CorrelationTable`,
+arrays) and ``ax=None``; with no ``ax`` it draws on a new pyplot figure. Nothing here computes
+a statistic, an estimate or trains a model (the numbers come from the results objects), and
+nothing imports widgets, so the same pictures serve notebooks, the dashboard
+(:mod:`cscore_lab.viz.widgets`) and the HTML report.
 
 :func:`new_figure` and :func:`figure_png` render without pyplot (Agg canvas), which is safe
 from a background thread.
@@ -21,7 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from ..cscores import CScores
+    from ..analysis import CorrelationTable
+    from ..cscores import CScores, Profiles
 
 __all__ = [
     "score_histogram",
@@ -37,8 +40,7 @@ __all__ = [
     "figure_png",
     "render_png",
     "image_png",
-    "proxy_frame",
-    "correlation_frames",
+    "proxy_columns",
 ]
 
 LOW = 0.5  # the score below which an example is usually called hard or ambiguous
@@ -142,8 +144,10 @@ def flipped_histogram(
     *,
     name: str = "C-score",
     bins: int = 30,
+    label: str = "flipped",
 ) -> "Axes":
-    """Overlaid histograms of a score for clean and flipped (mislabeled) examples, as densities."""
+    """Overlaid histograms of a score for clean and injected examples (flipped labels, or whatever
+    ``label`` names: "out-of-distribution"), as densities."""
     values = np.asarray(getattr(scores, "scores", scores), dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != values.shape:
@@ -152,10 +156,10 @@ def flipped_histogram(
     finite = np.isfinite(values)
     lo, hi = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
     edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
-    for sel, label, color in ((~mask, "clean", "C0"), (mask, "flipped", "C3")):
+    for sel, what, color in ((~mask, "clean", "C0"), (mask, label, "C3")):
         v = values[sel & finite]
         if v.size:
-            ax.hist(v, bins=edges, density=True, alpha=0.6, color=color, label=f"{label} ({v.size})")
+            ax.hist(v, bins=edges, density=True, alpha=0.6, color=color, label=f"{what} ({v.size})")
     ax.set_xlabel(name)
     ax.set_ylabel("density")
     ax.legend(frameon=False)
@@ -166,7 +170,7 @@ def flipped_histogram(
 
 
 def consistency_profiles(
-    cscores: "CScores",
+    profiles: "Profiles | CScores",
     ax: "Axes | None" = None,
     *,
     groups: int = 5,
@@ -175,40 +179,24 @@ def consistency_profiles(
     """The paper's consistency profiles: held-out accuracy against subset ratio, one curve per
     group of examples binned by C-score.
 
-    Parameters
-    ----------
-    groups : int, default 5
-        How many groups.
-    binning : {"score", "quantile"}, default "score"
-        ``"score"``: equal-width C-score ranges over [0, 1]; ``"quantile"``: equal-size groups.
+    ``profiles`` is what :meth:`CScores.profiles` computed; given a :class:`CScores`, its
+    ``profiles(groups, binning)`` are drawn.
     """
-    if binning not in ("score", "quantile"):
-        raise ValueError(f"binning must be 'score' or 'quantile', got {binning!r}")
-    if not (isinstance(groups, (int, np.integer)) and groups >= 1):
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    if hasattr(profiles, "profiles"):
+        profiles = profiles.profiles(groups, binning)
     ax = _axes(ax, (6, 3.5))
-    ratios = np.asarray(cscores.ratios, dtype=np.float64)
-    if ratios.size == 0:
+    if profiles.ratios.size == 0:
         ax.text(0.5, 0.5, "no per-ratio results in these scores", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return ax
-    scores = np.asarray(cscores.scores, dtype=np.float64)
-    ok = np.isfinite(scores)
-    if binning == "score":
-        edges = np.linspace(0.0, 1.0, groups + 1)
-    else:
-        edges = np.unique(np.quantile(scores[ok], np.linspace(0, 1, groups + 1))) if ok.any() else np.array([0.0, 1.0])
-    which = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, len(edges) - 2)
     cmap = _cmap("viridis")
-    order = np.argsort(ratios)
-    for g in range(len(edges) - 1):
-        sel = ok & (which == g)
-        if not sel.any():
+    g_count = len(profiles.counts)
+    for g in range(g_count):
+        if not profiles.counts[g]:
             continue
-        curve = np.nanmean(np.where(np.isfinite(cscores.per_ratio[:, sel]), cscores.per_ratio[:, sel], np.nan), axis=1)
-        color = cmap(g / max(1, len(edges) - 2))
-        ax.plot(ratios[order], curve[order], marker="o", markersize=3, color=color,
-                label=f"{edges[g]:.2f}–{edges[g + 1]:.2f} ({int(sel.sum())})")
+        color = cmap(g / max(1, g_count - 1))
+        ax.plot(profiles.ratios, profiles.curves[g], marker="o", markersize=3, color=color,
+                label=f"{profiles.edges[g]:.2f}–{profiles.edges[g + 1]:.2f} ({int(profiles.counts[g])})")
     ax.set_xlabel("subset ratio")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(-0.02, 1.02)
@@ -219,7 +207,7 @@ def consistency_profiles(
 
 
 def example_profile(cscores: "CScores", index: int, ax: "Axes | None" = None) -> "Axes":
-    """One example's held-out accuracy at each subset ratio, with binomial standard errors."""
+    """One example's held-out accuracy at each subset ratio, with its binomial standard errors."""
     n = len(cscores)
     if not (0 <= int(index) < n):
         raise ValueError(f"example index {index} is outside 0..{n - 1}")
@@ -232,9 +220,7 @@ def example_profile(cscores: "CScores", index: int, ax: "Axes | None" = None) ->
         ax.set_axis_off()
         return ax
     p = cscores.per_ratio[:, i]
-    k = cscores.heldout_counts[:, i].astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.where(k > 0, np.sqrt(p * (1 - p) / k), np.nan)
+    err = cscores.per_ratio_stderr[:, i]
     order = np.argsort(ratios)
     ax.errorbar(ratios[order], p[order], yerr=err[order], marker="o", markersize=4, capsize=2)
     ax.axhline(cscores.scores[i], color="0.4", linestyle=":", linewidth=1)
@@ -254,10 +240,13 @@ def proxy_scatter(
     ax: "Axes | None" = None,
     *,
     name: str = "proxy",
+    correlation: float | None = None,
     labels: np.ndarray | None = None,
     mask: np.ndarray | None = None,
+    mask_label: str = "flipped",
 ) -> "Axes":
-    """Scatter of a proxy against the C-score, titled with their Spearman correlation.
+    """Scatter of a proxy against the C-score, titled with their Spearman ``correlation`` when given
+    (from a :class:`~cscore_lab.analysis.CorrelationTable`: ``table.value(name)``).
 
     ``mask`` (flipped labels, say) draws those examples in red on top.
     """
@@ -272,27 +261,30 @@ def proxy_scatter(
         ax.scatter(x, y, s=6, color="C0", alpha=0.5, linewidths=0)
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
-        ax.scatter(x[m], y[m], s=10, color="C3", alpha=0.9, linewidths=0, label=f"flipped ({int(m.sum())})")
+        ax.scatter(x[m], y[m], s=10, color="C3", alpha=0.9, linewidths=0, label=f"{mask_label} ({int(m.sum())})")
         ax.legend(frameon=False, fontsize=8)
     ax.set_xlabel(name)
     ax.set_ylabel("C-score")
-    from ..cscores import _spearman
-
-    ax.set_title(f"{name} vs C-score: Spearman {_spearman(x, y):+.3f}", fontsize=10)
+    title = f"{name} vs C-score"
+    if correlation is not None and np.isfinite(correlation):
+        title += f": Spearman {correlation:+.3f}"
+    ax.set_title(title, fontsize=10)
     return ax
 
 
 def correlation_heatmap(
-    frame: "pd.DataFrame",
+    table: "CorrelationTable | pd.DataFrame",
     ax: "Axes | None" = None,
     *,
+    stat: str = "spearman",
     title: str = "Spearman correlation with the C-score",
     fmt: str = ".2f",
 ) -> "Axes":
-    """Heat map of a wide table of correlations: rows are proxies, columns are groups
-    ("all" and the classes), values in [-1, 1]."""
+    """Heat map of correlations per group: rows are proxies, columns "all" and the classes, values
+    in [-1, 1]; ``table`` is a CorrelationTable (its ``per_class(stat)``) or such a wide frame."""
     import seaborn as sns
 
+    frame = table.per_class(stat) if hasattr(table, "per_class") else table
     ax = _axes(ax, (max(5.0, 0.55 * frame.shape[1] + 3), max(2.5, 0.4 * frame.shape[0] + 1)))
     annot = frame.shape[0] * frame.shape[1] <= 300
     sns.heatmap(frame.astype(float), ax=ax, vmin=-1, vmax=1, center=0, cmap="RdBu_r", annot=annot, fmt=fmt,
@@ -304,18 +296,19 @@ def correlation_heatmap(
 
 
 def correlation_intervals(
-    names: Sequence[str],
-    values: Sequence[float],
-    low: Sequence[float],
-    high: Sequence[float],
+    table: "CorrelationTable",
     ax: "Axes | None" = None,
     *,
+    stat: str = "spearman",
     xlabel: str = "Spearman correlation with the C-score",
 ) -> "Axes":
-    """Forest plot: one row per proxy, its correlation and confidence interval, best at the top."""
-    v = np.asarray(values, dtype=np.float64)
-    lo = np.asarray(low, dtype=np.float64)
-    hi = np.asarray(high, dtype=np.float64)
+    """Forest plot of a CorrelationTable's overall rows: each proxy's correlation and bootstrap interval,
+    best at the top."""
+    rows = table.overall()
+    names = list(rows.index)
+    v = rows[stat].to_numpy(dtype=np.float64)
+    lo = rows[f"{stat}_low"].to_numpy(dtype=np.float64)
+    hi = rows[f"{stat}_high"].to_numpy(dtype=np.float64)
     ax = _axes(ax, (5, max(2.0, 0.32 * len(names) + 1)))
     order = np.argsort(-np.nan_to_num(v, nan=-np.inf), kind="stable")[::-1]
     y = np.arange(len(order))
@@ -327,44 +320,14 @@ def correlation_intervals(
     return ax
 
 
-# --------------------------------------------------------------------------- tables
-
-
-def proxy_frame(proxies: Any) -> "pd.DataFrame":
-    """The numeric per-example columns of a proxy table (anything with ``to_frame()``, a DataFrame or a dict)."""
-    import pandas as pd
-
-    frame = proxies.to_frame() if hasattr(proxies, "to_frame") else pd.DataFrame(proxies)
-    return frame.select_dtypes(include=[np.number]).drop(columns=["label", "labels", "cscore"], errors="ignore")
-
-
-def correlation_frames(correlations: Any, *, stat: str = "spearman") -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    """Split a correlation table into (overall rows: ``proxy``, ``value``, ``low``, ``high``; wide table
-    proxies x groups of ``stat``, "all" first).
-
-    ``correlations`` is a :class:`~cscore_lab.analysis.CorrelationTable` or its ``to_frame()``: one
-    row per (proxy, group) with columns ``proxy``, ``group``, ``<stat>`` and optionally
-    ``<stat>_low`` / ``<stat>_high``.
-    """
-    import pandas as pd
-
-    frame = correlations.to_frame() if hasattr(correlations, "to_frame") else pd.DataFrame(correlations)
-    missing = {"proxy", "group", stat} - set(frame.columns)
-    if missing:
-        raise ValueError(f"a correlation table needs columns proxy, group and {stat}; missing {sorted(missing)}")
-    overall = frame[frame["group"].astype(str) == "all"]
-    nan = np.full(len(overall), np.nan)
-    rows = pd.DataFrame({
-        "proxy": overall["proxy"].astype(str).to_numpy(),
-        "value": overall[stat].to_numpy(dtype=np.float64),
-        "low": overall[f"{stat}_low"].to_numpy(dtype=np.float64) if f"{stat}_low" in frame else nan,
-        "high": overall[f"{stat}_high"].to_numpy(dtype=np.float64) if f"{stat}_high" in frame else nan,
-    })
-    proxies = list(dict.fromkeys(frame["proxy"].astype(str)))
-    groups = list(dict.fromkeys(frame["group"].astype(str)))
-    wide = frame.assign(proxy=frame["proxy"].astype(str), group=frame["group"].astype(str)).pivot(
-        index="proxy", columns="group", values=stat).reindex(index=proxies, columns=groups)
-    return rows, wide
+def proxy_columns(proxies: Any) -> dict[str, np.ndarray]:
+    """The per-example columns of a ProxyTable, a dict of arrays or a DataFrame (label columns left out)."""
+    if hasattr(proxies, "values") and isinstance(getattr(proxies, "values"), dict):
+        return dict(proxies.values)
+    if hasattr(proxies, "select_dtypes"):
+        frame = proxies.select_dtypes(include=[np.number]).drop(columns=["label", "labels", "cscore"], errors="ignore")
+        return {str(c): frame[c].to_numpy(dtype=np.float64) for c in frame.columns}
+    return {str(k): np.asarray(v, dtype=np.float64) for k, v in dict(proxies).items()}
 
 
 # --------------------------------------------------------------------------- images

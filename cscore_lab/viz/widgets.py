@@ -27,14 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["RunMonitor", "Dashboard", "DistributionView", "AgreementView", "RatiosView", "Gallery"]
 
-Neighbors = Callable[[int, int], np.ndarray]
-
-
-def _fmt_seconds(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+#: How injected examples are marked (the same colours as the HTML report).
+MASK_STYLES = {"flipped": ("danger", "#b00020", "flipped label"), "ood": ("warning", "#e65100", "out-of-distribution input")}
 
 
 def _message(text: str, kind: str = "info") -> W.HTML:
@@ -70,6 +64,8 @@ class RunMonitor(W.VBox):
         self.interval = float(interval)
         self.bins = int(bins)
         self._last_draw = -math.inf
+        self._drawn_runs = -1
+        self._drew_end = False
         self._lock = threading.Lock()
         self.redraws = 0
         self.reliability = float("nan")
@@ -78,8 +74,8 @@ class RunMonitor(W.VBox):
         self.title = W.HTML(f"<b>C-scores of {html.escape(est.dataset.name)}</b>, recipe "
                             f"<code>{html.escape(est.recipe.name)}</code>, {len(est.plan.ratios)} ratios × "
                             f"{est.plan.runs} runs{where}")
-        self.bar = W.IntProgress(value=0, min=0, max=max(1, est.progress.total_runs), description="runs",
-                                 layout=W.Layout(width="420px"))
+        self.bar = W.FloatProgress(value=0, min=0, max=max(1, est.progress.total_runs), description="runs",
+                                   layout=W.Layout(width="420px"))
         self.status = W.HTML()
         self.histogram = W.Image(format="png", layout=W.Layout(width="480px"))
         self.stop_button = W.Button(description="Stop", icon="stop", tooltip="stop after dropping the shard in flight",
@@ -97,11 +93,9 @@ class RunMonitor(W.VBox):
             self.status.value = f"<span style='color:#b00020'>monitor error: {html.escape(repr(exc))}</span>"
 
     def text(self) -> str:
-        """The state in one line (also the plain-text form of this widget)."""
-        p = self.estimation.progress
+        """The state in one line (also the plain-text form of this widget): the progress line and the reliability."""
         rel = "" if not math.isfinite(self.reliability) else f", reliability {self.reliability:.3f}"
-        return (f"{p.done_runs}/{p.total_runs} runs, {p.models_per_second:.1f} models/s, "
-                f"ETA {_fmt_seconds(p.eta_seconds)}{rel}, {p.state}")
+        return self.estimation.progress.line() + rel
 
     def update(self, force: bool = False) -> None:
         """Refresh from the estimation's state; redraw the histogram when due (or ``force``)."""
@@ -109,12 +103,14 @@ class RunMonitor(W.VBox):
             est = self.estimation
             p = est.progress
             ended = p.state in ("finished", "stopped", "failed")
-            due = force or ended or (time.monotonic() - self._last_draw >= self.interval)
-            cs = est.current() if (due or p.done_runs) else None
+            changed = p.done_runs != self._drawn_runs  # progress within shards moves the bar, not the estimate
+            due = force or (ended and not self._drew_end) or (
+                changed and time.monotonic() - self._last_draw >= self.interval)
+            cs = est.current() if (due and p.done_runs) else None
             if cs is not None:
                 self.reliability = float(cs.reliability)
             self.bar.max = max(1, p.total_runs)
-            self.bar.value = min(p.done_runs, p.total_runs)
+            self.bar.value = min(p.position, p.total_runs)
             self.bar.bar_style = {"finished": "success", "failed": "danger", "stopped": "warning"}.get(p.state, "")
             self.stop_button.disabled = p.state not in ("running", "pending")
             err = f"<br><span style='color:#b00020'>{html.escape(p.error)}</span>" if p.error else ""
@@ -123,6 +119,8 @@ class RunMonitor(W.VBox):
                 self.histogram.value = _png(plots.score_histogram, cs, figsize=(5.5, 2.6), bins=self.bins,
                                             title=f"current estimate ({p.done_runs} of {p.total_runs} runs)")
                 self._last_draw = time.monotonic()
+                self._drawn_runs = p.done_runs
+                self._drew_end = ended
                 self.redraws += 1
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
@@ -141,14 +139,7 @@ class DistributionView(W.VBox):
     """Histogram of the C-scores overall and per class, with the share below 0.5."""
 
     def __init__(self, cscores: "CScores", *, class_names: Sequence[str] | None = None):
-        s = cscores.summary()
-        n = max(1, s["examples"])
-        info = (f"{s['examples']} examples, mean C-score {s['mean_score']:.3f}, "
-                f"{s['below_0.5']} ({100 * s['below_0.5'] / n:.1f}%) below 0.5")
-        if math.isfinite(s["reliability"]):
-            info += f", split-half reliability {s['reliability']:.3f}"
-        if cscores.runs:
-            info += f"; {len(cscores.ratios)} ratios × {cscores.runs} runs"
+        info = "; ".join(f"{k} {v}" for k, v in cscores.describe())
         self.summary = W.HTML(f"<p>{html.escape(info)}</p>")
         self.overall = W.Image(value=_png(plots.score_histogram, cscores, figsize=(6, 3)), format="png",
                                layout=W.Layout(width="520px"))
@@ -161,20 +152,18 @@ class DistributionView(W.VBox):
 # --------------------------------------------------------------------------- agreement
 
 
-def _table_html(obj: Any) -> str:
-    if hasattr(obj, "_repr_html_"):
-        return obj._repr_html_()
-    frame = obj.to_frame() if hasattr(obj, "to_frame") else obj
-    return frame.to_html(float_format=lambda v: f"{v:.3f}", max_rows=60)
-
-
 class AgreementView(W.VBox):
-    """The correlation table with intervals, a heat map, and a scatter of a chosen proxy against the C-score."""
+    """The correlation table with intervals, a heat map, and a scatter of a chosen proxy against the C-score.
+
+    ``correlations`` is a :class:`~cscore_lab.analysis.CorrelationTable`; ``proxies`` a ProxyTable,
+    a dict of arrays or a DataFrame with one column per proxy.
+    """
 
     def __init__(self, cscores: "CScores", *, proxies: Any = None, correlations: Any = None,
-                 noise_mask: np.ndarray | None = None):
+                 masks: dict[str, np.ndarray] | None = None):
         self.cscores = cscores
-        self.noise_mask = noise_mask
+        self.masks = masks or {}
+        self.correlations = correlations
         if proxies is None and correlations is None:
             super().__init__([_message("No proxies yet: compute them with %cscore proxies "
                                        "(or pass proxies= and correlations=) to compare them with the C-score.")])
@@ -184,26 +173,27 @@ class AgreementView(W.VBox):
         heatmap: W.Widget | None = None
         best: str | None = None
         if correlations is not None:
-            self.table = W.HTML(f"<div class='cscore-correlations'>{_table_html(correlations)}</div>",
-                                layout=W.Layout(max_height="460px", overflow="auto", flex="0 1 auto"))
-            rows, wide = plots.correlation_frames(correlations)
+            # the table scrolls inside its own box: its Kendall columns stay reachable beside the figure
+            self.table = W.HTML(f"<div class='cscore-correlations'>{correlations._repr_html_()}</div>",
+                                layout=W.Layout(max_height="460px", overflow="auto", flex="1 1 0%", min_width="0"))
+            overall = correlations.overall()
             top_children: list[W.Widget] = [self.table]
-            if len(rows) and np.isfinite(rows["low"]).any():
+            if len(overall) and np.isfinite(overall["spearman_low"]).any():
                 top_children.append(W.Image(
-                    value=_png(plots.correlation_intervals, rows["proxy"], rows["value"], rows["low"], rows["high"],
-                               figsize=(5, 0.3 * len(rows) + 1.2)),
+                    value=_png(plots.correlation_intervals, correlations, figsize=(5, 0.3 * len(overall) + 1.2)),
                     format="png", layout=W.Layout(width="400px", flex="0 0 auto")))
-            top = W.HBox(top_children)
-            if wide.shape[1] > 1:
-                heatmap = W.Image(value=_png(plots.correlation_heatmap, wide,
-                                             figsize=(0.5 * wide.shape[1] + 3.5, 0.32 * wide.shape[0] + 1.2)),
+            top = W.HBox(top_children, layout=W.Layout(width="100%"))
+            if len(correlations.groups) > 1:
+                heatmap = W.Image(value=_png(plots.correlation_heatmap, correlations,
+                                             figsize=(0.5 * len(correlations.groups) + 3.5, 0.32 * len(overall) + 1.2)),
                                   format="png", layout=W.Layout(width="540px"))
-            if len(rows) and np.isfinite(rows["value"]).any():
-                best = str(rows["proxy"][int(np.nanargmax(rows["value"].to_numpy()))])
-        self.frame = plots.proxy_frame(proxies) if proxies is not None else None
+            if len(overall) and np.isfinite(overall["spearman"]).any():
+                best = str(overall["spearman"].idxmax())
+        self.columns = plots.proxy_columns(proxies) if proxies is not None else {}
+        self.columns = {k: v for k, v in self.columns.items() if v.shape == (len(cscores),)}
         scatter_box: W.Widget | None = None
-        if self.frame is not None and self.frame.shape[1] and len(self.frame) == len(cscores):
-            names = list(map(str, self.frame.columns))
+        if self.columns:
+            names = list(self.columns)
             self.proxy_select = W.Dropdown(options=names, value=best if best in names else names[0],
                                            description="proxy")
             self.scatter = W.Image(format="png", layout=W.Layout(width="420px"))
@@ -217,9 +207,11 @@ class AgreementView(W.VBox):
 
     def _draw_scatter(self) -> None:
         name = self.proxy_select.value
-        col = self.frame[[c for c in self.frame.columns if str(c) == name][0]].to_numpy(dtype=np.float64)
-        self.scatter.value = _png(plots.proxy_scatter, col, self.cscores, name=name, mask=self.noise_mask,
-                                  figsize=(5, 4))
+        rho = None
+        if self.correlations is not None and name in self.correlations.proxies:
+            rho = self.correlations.value(name)
+        self.scatter.value = _png(plots.proxy_scatter, self.columns[name], self.cscores, name=name, correlation=rho,
+                                  mask=self.masks.get("flipped"), figsize=(5, 4))
 
 
 # --------------------------------------------------------------------------- ratios
@@ -245,24 +237,11 @@ class RatiosView(W.VBox):
         super().__init__([W.HBox([self.groups, self.binning]), self.figure])
 
     def _draw(self) -> None:
-        self.figure.value = _png(plots.consistency_profiles, self.cscores, groups=self.groups.value,
-                                 binning=self.binning.value, figsize=(6.5, 3.8))
+        profiles = self.cscores.profiles(self.groups.value, self.binning.value)
+        self.figure.value = _png(plots.consistency_profiles, profiles, figsize=(6.5, 3.8))
 
 
 # --------------------------------------------------------------------------- gallery
-
-
-def _euclidean_neighbors(inputs: np.ndarray) -> Neighbors:
-    flat = np.asarray(inputs, dtype=np.float32).reshape(len(inputs), -1)
-
-    def query(i: int, k: int) -> np.ndarray:
-        d = ((flat - flat[i]) ** 2).sum(axis=1)
-        d[i] = np.inf
-        k = min(k, len(d) - 1)
-        near = np.argpartition(d, k)[:k]
-        return near[np.argsort(d[near], kind="stable")]
-
-    return query
 
 
 class Gallery(W.VBox):
@@ -275,26 +254,31 @@ class Gallery(W.VBox):
     cscores : CScores
     dataset : Dataset
         Supplies the images and class names (its labels are the ones scored).
-    noise_mask : bool array [N], optional
-        Which labels were flipped.
+    masks : dict of str to bool array [N], optional
+        Injected examples: ``"flipped"`` labels, ``"ood"`` inputs (marked on the tiles and in the detail).
     original_labels : int array [N], optional
         The labels before flipping.
-    neighbors : callable ``(index, k) -> indices``, optional
-        Nearest neighbours; default: Euclidean distance on the inputs.
+    neighbors : NeighborIndex, optional
+        Nearest neighbours and their label agreement (:class:`cscore_lab.proxies.neighbors.NeighborIndex`);
+        default: one on the data set's inputs.
     count : int, default 24
         How many images to show.
     """
 
-    def __init__(self, cscores: "CScores", dataset: "Dataset", *, noise_mask: np.ndarray | None = None,
-                 original_labels: np.ndarray | None = None, neighbors: Neighbors | None = None,
+    def __init__(self, cscores: "CScores", dataset: "Dataset", *, masks: dict[str, np.ndarray] | None = None,
+                 original_labels: np.ndarray | None = None, neighbors: Any = None,
                  count: int = 24, ncols: int = 8, neighbor_count: int = 6):
         if len(dataset) != len(cscores):
             raise ValueError(f"the data set {dataset.name!r} has {len(dataset)} examples, the C-scores {len(cscores)}")
         self.cscores = cscores
         self.dataset = dataset
-        self.noise_mask = None if noise_mask is None else np.asarray(noise_mask, dtype=bool)
+        self.masks = {k: np.asarray(v, dtype=bool) for k, v in (masks or {}).items()}
         self.original_labels = original_labels
-        self.neighbors = neighbors or _euclidean_neighbors(dataset.inputs)
+        if neighbors is None:
+            from ..proxies.neighbors import NeighborIndex
+
+            neighbors = NeighborIndex(dataset.inputs.reshape(len(dataset), -1), cscores.labels)
+        self.neighbors = neighbors
         self.neighbor_count = neighbor_count
         self._png_cache: dict[tuple[int, int], bytes] = {}
         self.shown: list[int] = []
@@ -349,13 +333,21 @@ class Gallery(W.VBox):
     def _label(self, i: int) -> str:
         return self.dataset.class_names[int(self.cscores.labels[i])]
 
+    @property
+    def noise_mask(self) -> np.ndarray | None:
+        return self.masks.get("flipped")
+
+    def _marks(self, i: int) -> list[str]:
+        return [name for name in MASK_STYLES if name in self.masks and bool(self.masks[name][i])]
+
     def _tile(self, i: int) -> W.VBox:
-        flipped = self.noise_mask is not None and bool(self.noise_mask[i])
+        marks = self._marks(i)
         img = W.Image(value=self._image(i, 72), format="png", layout=W.Layout(width="72px", height="72px"))
         caption = W.Button(description=f"{self._label(i)} · {self.cscores.scores[i]:.2f}",
                            tooltip=f"#{i}: label {self._label(i)}, C-score {self.cscores.scores[i]:.3f}"
-                                   + (" (flipped label)" if flipped else ""),
-                           button_style="danger" if flipped else "", layout=W.Layout(width="92px", height="24px"))
+                                   + "".join(f" ({MASK_STYLES[m][2]})" for m in marks),
+                           button_style=MASK_STYLES[marks[0]][0] if marks else "",
+                           layout=W.Layout(width="92px", height="24px"))
         caption.on_click(lambda _, i=i: self.select(i))
         tile = W.VBox([img, caption], layout=W.Layout(align_items="center"))
         tile.add_class("cscore-tile")
@@ -396,9 +388,12 @@ class Gallery(W.VBox):
             lines.append(f"<span style='color:#b00020'><b>flipped label</b>{was}</span>")
         else:
             lines.append("label not flipped")
-        near = np.asarray(self.neighbors(i, self.neighbor_count), dtype=np.int64)
-        agree = int((cs.labels[near] == cs.labels[i]).sum()) if near.size else 0
-        lines.append(f"{agree} of {near.size} nearest neighbours share its label")
+        if "ood" in self.masks:
+            lines.append(f"<span style='color:#e65100'><b>{MASK_STYLES['ood'][2]}</b></span>" if self.masks["ood"][i]
+                         else "input in distribution")
+        k = min(self.neighbor_count, len(cs) - 1)
+        near = self.neighbors.query(i, k)
+        lines.append(f"{self.neighbors.agreement(i, k):.0%} of its {k} nearest neighbours share its label")
         header = W.HTML("<div class='cscore-detail-text'>" + "<br>".join(lines) + "</div>")
         big = W.Image(value=self._image(i, 128), format="png", layout=W.Layout(width="112px", height="112px"))
         curve = W.Image(value=_png(plots.example_profile, cs, i, figsize=(3.6, 2.4)), format="png",
@@ -431,23 +426,25 @@ class Dashboard(W.Tab):
     proxies : ProxyTable or DataFrame, optional
         One column per proxy, one row per example.
     correlations : CorrelationTable or DataFrame, optional
-        Correlations of the proxies with the C-score (see :func:`~cscore_lab.viz.plots.correlation_frames`).
-    noise_mask, original_labels : arrays, optional
-        Flipped labels and the labels before flipping, when known.
-    neighbors : callable ``(index, k) -> indices``, optional
+        Correlations of the proxies with the C-score (:func:`cscore_lab.analysis.correlate`).
+    masks : dict of str to bool array, optional
+        Injected examples (``"flipped"`` labels, ``"ood"`` inputs), when known.
+    original_labels : array, optional
+        The labels before flipping, when known.
+    neighbors : NeighborIndex, optional
     """
 
     TITLES = ("Distribution", "Agreement", "Ratios", "Gallery")
 
     def __init__(self, cscores: "CScores", dataset: "Dataset | None" = None, *, proxies: Any = None,
-                 correlations: Any = None, noise_mask: np.ndarray | None = None,
-                 original_labels: np.ndarray | None = None, neighbors: Neighbors | None = None):
+                 correlations: Any = None, masks: dict[str, np.ndarray] | None = None,
+                 original_labels: np.ndarray | None = None, neighbors: Any = None):
         names = dataset.class_names if dataset is not None else None
         self.distribution = DistributionView(cscores, class_names=names)
-        self.agreement = AgreementView(cscores, proxies=proxies, correlations=correlations, noise_mask=noise_mask)
+        self.agreement = AgreementView(cscores, proxies=proxies, correlations=correlations, masks=masks)
         self.ratios = RatiosView(cscores)
         if dataset is not None:
-            self.gallery: W.Widget = Gallery(cscores, dataset, noise_mask=noise_mask, original_labels=original_labels,
+            self.gallery: W.Widget = Gallery(cscores, dataset, masks=masks, original_labels=original_labels,
                                              neighbors=neighbors)
         else:
             self.gallery = _message("The gallery needs the data set's images: pass dataset=.")
