@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="run folder of the digits C-score estimate (resumable)")
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = ap.parse_args(argv)
-    families = dict(families=tuple(args.families.split(","))) if args.families else {}
+    families = {"families": tuple(args.families.split(","))} if args.families else {}
     if args.vog_epochs:
         lo, _, hi = args.vog_epochs.partition("-")
         families["vog_epochs"] = (range(int(lo), int(hi) + 1) if hi else

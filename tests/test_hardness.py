@@ -12,10 +12,31 @@ from cscore_lab.analysis import detect_label_noise
 from cscore_lab.data import inject_label_noise, load_digits
 from cscore_lab.models import StackedMLP, StackedModules, build_group
 from cscore_lab.proxies.hardness import (
-    CLEANLAB_EXTRA, HardnessRecorder, InputGradientRecorder, Trajectory, TrajectoryRecorder, aum, cleanlab_scores,
-    cross_validation_folds, dataiq_aleatoric, dataiq_epistemic, datamap_confidence, datamap_variability,
-    default_early_epoch, el2n, error_norms, final_loss, final_margin, grand, gradient_norms, hardness_scores,
-    input_gradients, out_of_sample_probabilities, prototypicality, vog, vog_raw,
+    CLEANLAB_EXTRA,
+    HardnessRecorder,
+    InputGradientRecorder,
+    Trajectory,
+    TrajectoryRecorder,
+    aum,
+    cleanlab_scores,
+    cross_validation_folds,
+    dataiq_aleatoric,
+    dataiq_epistemic,
+    datamap_confidence,
+    datamap_variability,
+    default_early_epoch,
+    el2n,
+    error_norms,
+    final_loss,
+    final_margin,
+    gradient_norms,
+    grand,
+    hardness_scores,
+    input_gradients,
+    out_of_sample_probabilities,
+    prototypicality,
+    vog,
+    vog_raw,
 )
 from cscore_lab.recipes import Recipe
 from cscore_lab.trainer import model_seeds, prepare_inputs, train_group
@@ -35,7 +56,7 @@ def test_trajectory_from_hand_written_logits_and_aum():
     np.testing.assert_allclose(t.label_logit[:, 0], [[2, 3], [0, 4]])
     np.testing.assert_allclose(t.other_logit[:, 0], [[1, 3], [0, 1]])  # a tie with another class: margin 0
     np.testing.assert_allclose(t.margin[:, 0], [[1, 0], [0, 3]])
-    lse = lambda z: math.log(sum(math.exp(v) for v in z))  # noqa: E731
+    lse = lambda z: math.log(sum(math.exp(v) for v in z))
     np.testing.assert_allclose(t.label_logprob[:, 0], [[2 - lse([2, 0, 1]), 3 - lse([0, 3, 3])],
                                                        [-math.log(3), 4 - lse([1, -1, 4])]], rtol=1e-6)
     np.testing.assert_allclose(aum(t.margin), [0.5, 1.5])

@@ -62,7 +62,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -155,7 +155,7 @@ def default_early_epoch(epochs: int) -> int:
     is epoch 1 (digits-mlp's 12 epochs, mnist-mlp's 10) and epoch 3 for cifar-cnn's 30.
     """
     epochs = _positive_int("epochs", epochs)
-    return max(1, int(math.floor(epochs / 10 + 0.5)))
+    return max(1, math.floor(epochs / 10 + 0.5))
 
 
 # --------------------------------------------------------------------------- scores (pure NumPy)
@@ -721,9 +721,8 @@ class TrajectoryRecorder:
             raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
         self.x, self.y = x, y
         self.every_steps = None if every_steps is None else _positive_int("every_steps", every_steps)
-        if self.every_steps is not None:
-            if steps_per_epoch is None or epochs is None:
-                raise ValueError("recording every k steps needs steps_per_epoch and epochs (to place records in epochs)")
+        if self.every_steps is not None and (steps_per_epoch is None or epochs is None):
+            raise ValueError("recording every k steps needs steps_per_epoch and epochs (to place records in epochs)")
         self.steps_per_epoch = None if steps_per_epoch is None else _positive_int("steps_per_epoch", steps_per_epoch)
         self.epochs = None if epochs is None else _positive_int("epochs", epochs)
         self._times: list[float] = []
