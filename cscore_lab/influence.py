@@ -37,7 +37,7 @@ and ``T_s^T H_s`` for training targets): integers below 2**24, so exact whatever
 summation. A serial ``nogil`` Numba kernel pools them over ratios in float64 (with an evaluation
 set, through per-(ratio, i) weights ``1/n_in + 1/n_out`` and ``1/n_out``, since ``n_in`` does not
 depend on j) and keeps each target's running top-k (a sorted insertion, training rows scanned in
-increasing order). Count tiles are kept about cache-sized (4 MiB per worker). A small pool of
+increasing order). Count tiles are kept about cache-sized (2 MiB per worker). A small pool of
 Python threads shares the column blocks, each with single-threaded BLAS (``threadpoolctl``) and
 its own buffers. Every value is computed from exact counts by the same arithmetic whatever the
 tiling, so the result depends neither on the number of threads nor on the memory budget.
@@ -53,7 +53,7 @@ Memory: the accumulator keeps only bit-packed masks, ``R_total * (N + N_eval) / 
 at most ``memory_budget`` bytes for its tiles and for the exact recomputation, whatever N, plus
 ``64 * k * N_eval`` bytes for the top-k lists and one copy of the packed masks
 (:meth:`~InfluenceAccumulator.memory_bound` gives the total). The budget is a ceiling, not a
-target: count tiles stay about 4 MiB per worker and the recomputation works in chunks of at most
+target: count tiles stay about 2 MiB per worker and the recomputation works in chunks of at most
 16 MiB, so the MNIST-sized case peaks near 12 MiB (``benchmarks/RESULTS.md``).
 
 Ties: values equal in float64 keep the lower training index, both when the top-k is selected and
@@ -94,7 +94,7 @@ DEFAULT_MEMORY_BUDGET = 64 * 2**20
 
 _MAX_COLS = 512  # target columns per block
 _MAX_ROWS = 1024  # training rows per tile
-_TILE_BYTES = 4 * 2**20  # a worker's count tiles stay about cache-sized: measured fastest on 2 cores
+_TILE_BYTES = 2 * 2**20  # a worker's count tiles stay cache-sized: 1-8 MiB measured within 20%, 2 MiB best
 _STATS_BYTES = 16 * 2**20  # chunks of the exact recomputation: large enough to vectorise, no larger
 
 
@@ -136,6 +136,35 @@ def _select_eval(a_counts, w_sum, w_out, inv_cnt, e_col, row0, acc, topv, topi):
                 if v > kth:
                     _insert(topv, topi, j, v, row0 + i)
                     kth = topv[j, k - 1]
+
+
+@njit(nogil=True, cache=True)
+def _eval_weights(x, lo_hi, floor, w_sum, w_out, inv_cnt):
+    """The per (ratio, row) weights of :func:`_select_eval` from the unpacked mask tile ``x`` [R, r]
+    (``lo_hi`` [S, 2]: each ratio's model rows), written into ``w_sum``/``w_out`` [S, r] and ``inv_cnt`` [r]."""
+    r = x.shape[1]
+    for i in range(r):
+        inv_cnt[i] = 0.0
+    for s in range(lo_hi.shape[0]):
+        lo, hi = lo_hi[s, 0], lo_hi[s, 1]
+        for i in range(r):
+            w_sum[s, i] = 0.0
+        for m in range(lo, hi):
+            for i in range(r):
+                w_sum[s, i] += x[m, i]
+        for i in range(r):
+            n1 = w_sum[s, i]
+            n0 = (hi - lo) - n1
+            if n1 >= floor and n0 >= floor:
+                w_out[s, i] = 1.0 / n0
+                w_sum[s, i] = 1.0 / n1 + w_out[s, i]
+                inv_cnt[i] += 1.0
+            else:
+                w_out[s, i] = 0.0
+                w_sum[s, i] = 0.0
+    for i in range(r):
+        if inv_cnt[i] > 0:
+            inv_cnt[i] = 1.0 / inv_cnt[i]
 
 
 @njit(nogil=True, cache=True)
@@ -637,31 +666,13 @@ def _blas_limit():
     return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
-def _row_weights(x: np.ndarray, lo_hi, floor: float):
-    """Per (ratio, training row) weights of the evaluation-set kernel, from the unpacked mask tile ``x``."""
-    n_ratios, re = len(lo_hi), x.shape[1]
-    w_sum = np.zeros((n_ratios, re), np.float64)
-    w_out = np.zeros((n_ratios, re), np.float64)
-    cnt = np.zeros(re, np.float64)
-    for q, (lo, hi) in enumerate(lo_hi):
-        n1 = x[lo:hi].sum(axis=0, dtype=np.float64)
-        n0 = (hi - lo) - n1
-        ok = (n1 >= floor) & (n0 >= floor)
-        np.divide(1.0, n1, out=w_sum[q], where=ok)
-        np.divide(1.0, n0, out=w_out[q], where=ok)
-        w_sum[q] += w_out[q]
-        cnt += ok
-    inv_cnt = np.zeros(re, np.float64)
-    np.divide(1.0, cnt, out=inv_cnt, where=cnt > 0)
-    return w_sum, w_out, inv_cnt
-
-
 def _topk_influence(t_all, e_all, bounds, n, ne, target, k, min_models, budget, n_threads):
     """Top-k (index, value, stderr) per target from packed masks; assumes valid input."""
     models = int(bounds[-1])
     used = [s for s in range(len(bounds) - 1) if bounds[s + 1] > bounds[s]]
     lo_hi = [(int(bounds[s]), int(bounds[s + 1])) for s in used]
     n_ratios = len(lo_hi)
+    bounds_arr = np.array(lo_hi, dtype=np.int64).reshape(n_ratios, 2)
     rows, cols, threads = _plan_tiles(target, n, ne, models, n_ratios, budget, n_threads)
     topv = np.full((ne, k), -np.inf, dtype=np.float64)
     topi = np.full((ne, k), -1, dtype=np.int64)
@@ -674,7 +685,11 @@ def _topk_influence(t_all, e_all, bounds, n, ne, target, k, min_models, budget, 
         buf_a = np.empty(n_ratios * cols * rows, np.float32)
         e_col = np.empty((n_ratios, cols), np.float32)
         acc = np.empty(rows, np.float64)
-        if target == "train":
+        if target == "eval":
+            w_sum = np.empty((n_ratios, rows), np.float64)
+            w_out = np.empty((n_ratios, rows), np.float64)
+            inv_cnt = np.empty(rows, np.float64)
+        else:
             buf_h = np.empty(models * cols, np.float32)
             buf_n = np.empty(n_ratios * cols * rows, np.float32)
             h_col = np.empty((n_ratios, cols), np.float32)
@@ -704,8 +719,9 @@ def _topk_influence(t_all, e_all, bounds, n, ne, target, k, min_models, budget, 
                 for q, (lo, hi) in enumerate(lo_hi):  # exact integer counts in float32
                     np.matmul(y[lo:hi].T, x[lo:hi], out=a[q])
                 if target == "eval":
-                    w_sum, w_out, inv_cnt = _row_weights(x, lo_hi, floor)
-                    _select_eval(a, w_sum, w_out, inv_cnt, ec, r0, acc[:re], topv[c0:c1], topi[c0:c1])
+                    ws, wo, ic = w_sum[:, :re], w_out[:, :re], inv_cnt[:re]
+                    _eval_weights(x, bounds_arr, floor, ws, wo, ic)
+                    _select_eval(a, ws, wo, ic, ec, r0, acc[:re], topv[c0:c1], topi[c0:c1])
                 else:
                     nn = buf_n[:n_ratios * ce * re].reshape(n_ratios, ce, re)
                     for q, (lo, hi) in enumerate(lo_hi):
