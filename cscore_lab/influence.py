@@ -184,14 +184,13 @@ def _select_train(a_counts, in_counts, e_col, h_col, row0, col0, floor, acc, cnt
         for s in range(n_ratios):
             e = np.float64(e_col[s, j])
             h = np.float64(h_col[s, j])
-            for i in range(r):
+            for i in range(r):  # branch-free, so that it vectorises; adds exactly 0 where not pooled
                 n1 = np.float64(in_counts[s, j, i])
                 n0 = h - n1
                 a = np.float64(a_counts[s, j, i])
-                ok = (n1 >= floor) and (n0 >= floor)
-                if ok:
-                    acc[i] += a / n1 - (e - a) / n0
-                    cnt[i] += 1.0
+                ok = 1.0 if (n1 >= floor) & (n0 >= floor) else 0.0
+                acc[i] += ok * (a / max(n1, 1.0) - (e - a) / max(n0, 1.0))
+                cnt[i] += ok
         jg = col0 + j
         kth = topv[j, k - 1]
         for i in range(r):
