@@ -15,6 +15,7 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -40,6 +41,9 @@ PLAN = Plan(ratios=(0.3, 0.6), runs=4, seed=11, shard_size=2)  # 4 shards of 2 m
 LONG_PLAN = Plan(ratios=(0.3, 0.6), runs=8, seed=11, shard_size=2)  # 8 shards, for the kill tests
 
 ray_mark = pytest.mark.ray
+#: Tests that build a RayBackend need Ray installed, even those that start no Ray process.
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="needs the ray extra: pip install 'cscore-lab[ray]'")
 
 
 def _free_ports(n: int) -> list[int]:
@@ -252,6 +256,7 @@ def test_missing_ray_names_the_extra(monkeypatch):
         get_backend("ray")
 
 
+@needs_ray
 def test_option_and_address_errors():
     with pytest.raises(ValueError, match="'nohost' is not of the form HOST:PORT"):
         ray_backend.RayBackend("nohost")
@@ -273,6 +278,7 @@ def test_worker_device_follows_the_gpus_ray_gave():
     assert ray_backend._worker_device("cpu", [0]) == "cpu"
 
 
+@needs_ray
 def test_task_resources_gpu_only_when_shards_train_on_cuda():
     def fake(gpus: float):
         return SimpleNamespace(cluster_resources=lambda: {"CPU": 8.0, **({"GPU": gpus} if gpus else {})})
@@ -290,6 +296,7 @@ def test_task_resources_gpu_only_when_shards_train_on_cuda():
     assert ray_backend.RayBackend(num_gpus=0)._task_options(fake(1), "auto")["num_gpus"] == 0
 
 
+@needs_ray
 def test_local_instance_settings(digits):
     """A local instance: no dashboard, a modest object store, workers import this checkout of cscore_lab."""
     kw = ray_backend.RayBackend(num_cpus=1)._init_kwargs(ShardJob(digits, RECIPE, 0))
@@ -303,6 +310,7 @@ def test_local_instance_settings(digits):
 
 
 # --------------------------------------------------------------------- real Ray
+@needs_ray
 @ray_mark
 def test_local_instance_gives_the_local_backend_scores(digits, local_scores, ray_tmp, ray_env, monkeypatch):
     """No address: the backend starts a loopback instance, runs every shard on it and shuts it down."""
@@ -322,6 +330,7 @@ def test_local_instance_gives_the_local_backend_scores(digits, local_scores, ray
     assert {r["module"] for r in records} == {ray_backend.__file__}  # this checkout's code, not another copy
 
 
+@needs_ray
 @ray_mark
 def test_killed_worker_is_retried_and_scores_are_identical(digits, local_scores, cluster, ray_tmp, monkeypatch):
     """SIGKILL the worker in the middle of a shard: Ray reruns the shard, the run finishes with the same scores."""
@@ -345,6 +354,29 @@ def test_killed_worker_is_retried_and_scores_are_identical(digits, local_scores,
     ray_backend.check_reachable(cluster)  # ... and the cluster is still up
 
 
+@needs_ray
+@ray_mark
+def test_progress_within_shards_reaches_the_driver(digits, cluster, ray_tmp, monkeypatch):
+    """A task's progress report crosses to the driver while the shard still runs (the bar moves within shards)."""
+    gate = ray_tmp / "progress-gate"
+    gate.mkdir()
+    monkeypatch.setattr(ray_backend, "_shard_task", _reporting_task(str(gate)))
+    est = Estimation(digits, RECIPE, Plan(ratios=(0.5,), runs=2, shard_size=2), device="cpu",
+                     backend=ray_backend.RayBackend(cluster))
+    seen = []
+
+    def listener(e):
+        seen.append((e.progress.done_runs, e.progress.partial_runs))
+        if e.progress.partial_runs > 0:
+            (gate / "open").touch()  # the driver saw the shard half done: let it finish
+
+    est.add_listener(listener)
+    est.run()
+    assert est.progress.state == "finished"
+    assert (0, 1.0) in seen  # half of the 2-model shard, before it finished
+    assert seen[-1] == (2, 0.0)
+
+
 def _pids_alive(pids: set[int]) -> set[int]:
     return {p for p in pids if Path(f"/proc/{p}").exists() and "(Z)" not in _proc_state(p)}
 
@@ -356,6 +388,7 @@ def _proc_state(pid: int) -> str:
         return "(gone)"
 
 
+@needs_ray
 @ray_mark
 def test_stop_ends_outstanding_shards(digits, cluster, ray_tmp, monkeypatch):
     """``stop`` returns promptly while shards are blocked in workers; finished shards stay in the store.
@@ -380,6 +413,7 @@ def test_stop_ends_outstanding_shards(digits, cluster, ray_tmp, monkeypatch):
     _wait_for(lambda: not _pids_alive(blocked), timeout=60, what="the blocked shards' workers to end")
 
 
+@needs_ray
 @ray_mark
 def test_stop_cancels_shards_in_a_session_the_caller_keeps(digits, cluster, ray_tmp, monkeypatch):
     """In a Ray session opened by the caller, ``stop`` cancels the outstanding tasks and leaves Ray up."""
@@ -406,20 +440,21 @@ DRIVER = r"""
 import os, sys
 from cscore_lab import ray_backend
 from cscore_lab.data import load_digits
-from cscore_lab.holdout import estimate, shard_specs
+from cscore_lab.holdout import estimate
+from cscore_lab.shards import shard_specs
 from cscore_lab.recipes import Plan, get_preset
 
 address, out, gate = sys.argv[1], sys.argv[2], sys.argv[3]
 plan = Plan(ratios=(0.3, 0.6), runs=8, seed=11, shard_size=2)
 held = {s.key for s in shard_specs(plan)[2:]}
 
-def gated(box, spec):  # defined in __main__, so Ray ships it by value
+def gated(box, spec, reporter=None):  # defined in __main__, so Ray ships it by value
     import os, time
     from cscore_lab import ray_backend
     if gate != "-" and spec.key in held:
         open(os.path.join(gate, "waiting." + spec.key), "w").close()
         time.sleep(600)
-    return ray_backend._shard_task(box, spec)  # the real task body (unpatched in the worker)
+    return ray_backend._shard_task(box, spec, reporter)  # the real task body (unpatched in the worker)
 
 ray_backend._shard_task = gated
 recipe = get_preset("digits-mlp").recipe.with_(epochs=3)
@@ -428,6 +463,7 @@ print("finished")
 """
 
 
+@needs_ray
 @ray_mark
 def test_killed_driver_resumes_from_the_store(cluster, local_long_scores, ray_tmp, ray_env):
     """SIGKILL the driver once shards are stored; a new driver finishes the run with identical scores."""
@@ -458,7 +494,7 @@ def test_killed_driver_resumes_from_the_store(cluster, local_long_scores, ray_tm
 
 # --------------------------------------------------------------------- task wrappers (run in Ray workers)
 def _recording_task(folder: str):
-    def task(box, spec):
+    def task(box, spec, reporter=None):
         import json, os
 
         from cscore_lab import ray_backend as rb
@@ -466,7 +502,7 @@ def _recording_task(folder: str):
         record = {"pid": os.getpid(), "module": rb.__file__}
         with open(os.path.join(folder, spec.key), "w") as fh:
             json.dump(record, fh)
-        return rb._shard_task(box, spec)  # the real task body (unpatched in the worker)
+        return rb._shard_task(box, spec, reporter)  # the real task body (unpatched in the worker)
 
     return task
 
@@ -474,7 +510,7 @@ def _recording_task(folder: str):
 def _blocking_task(folder: str, victim: str):
     """Writes ``<key>.<pid>`` first; the victim's first attempt then waits to be killed."""
 
-    def task(box, spec):
+    def task(box, spec, reporter=None):
         import glob, os, time
 
         from cscore_lab import ray_backend as rb
@@ -483,7 +519,7 @@ def _blocking_task(folder: str, victim: str):
         open(os.path.join(folder, f"{spec.key}.{os.getpid()}"), "w").close()
         if spec.key == victim and first:
             time.sleep(600)
-        return rb._shard_task(box, spec)  # the real task body (unpatched in the worker)
+        return rb._shard_task(box, spec, reporter)  # the real task body (unpatched in the worker)
 
     return task
 
@@ -491,7 +527,7 @@ def _blocking_task(folder: str, victim: str):
 def _gated_task(folder: str, held: set[str]):
     """Shards in ``held`` write ``waiting.<key>.<pid>`` and wait (``cancelled.<key>`` if cancelled)."""
 
-    def task(box, spec):
+    def task(box, spec, reporter=None):
         import os, time
 
         from cscore_lab import ray_backend as rb
@@ -504,7 +540,28 @@ def _gated_task(folder: str, held: set[str]):
             except KeyboardInterrupt:  # how ray.cancel reaches a running task
                 open(os.path.join(folder, f"cancelled.{spec.key}"), "w").close()
                 raise
-        return rb._shard_task(box, spec)  # the real task body (unpatched in the worker)
+        return rb._shard_task(box, spec, reporter)  # the real task body (unpatched in the worker)
+
+    return task
+
+
+def _reporting_task(folder: str):
+    """Reports half its steps done, then waits for the test to open the gate (the driver saw the report)."""
+
+    def task(box, spec, reporter=None):
+        import os, time
+
+        import ray
+
+        from cscore_lab import ray_backend as rb
+
+        assert reporter is not None, "the driver asked for no progress"
+        ray.get(reporter.report.remote(spec.key, 0.5))
+        for _ in range(1200):
+            if os.path.exists(os.path.join(folder, "open")):
+                break
+            time.sleep(0.1)
+        return rb._shard_task(box, spec, None)
 
     return task
 
