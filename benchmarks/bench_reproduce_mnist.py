@@ -13,7 +13,7 @@ published scores (put into official order by :func:`cscore_lab.published.load_pu
 * Spearman correlation (and, as a check of the order, the same against the file's raw
   tensorflow-datasets order, which should be about 0);
 * overlap of the 600 lowest (our lowest 1% vs theirs), with ties at our cut-off shared
-  out in expectation (:func:`cscore_lab.published.lowest_overlap`);
+  out in expectation (:func:`cscore_lab.analysis.lowest_overlap`);
 * mean absolute difference and mean difference (ours minus theirs);
 * our split-half reliability (Spearman between the estimates of even and odd runs),
   its Spearman-Brown value for all r runs, and the Spearman with the published scores
@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cscore_lab.data import Dataset, load_mnist  # noqa: E402
-from cscore_lab.published import agreement, load_published, tfds_mnist_order  # noqa: E402
+from cscore_lab.analysis import agreement  # noqa: E402
+from cscore_lab.published import load_published, tfds_mnist_order  # noqa: E402
 from cscore_lab.recipes import PAPER_RATIOS, Plan, get_preset  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -230,7 +231,7 @@ def _mlp_factory(init: str):
 
 def init_check(dataset: Dataset, ratio: float, models: int, device: str) -> dict[str, Any]:
     """Held-out accuracy of ``models`` pairs trained with either initialisation on the same subsets and batch orders."""
-    from cscore_lab.holdout import ShardJob, ShardSpec, compute_shard
+    from cscore_lab.shards import ShardJob, ShardSpec, compute_shard
 
     recipe = get_preset("mnist-mlp").recipe
     acc = {}
