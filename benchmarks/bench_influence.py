@@ -223,8 +223,8 @@ def main(argv=None) -> None:
     full = rows[-1]["n"]
     print(f"(lists that differ hold other training examples tied at the same values: the dense reference breaks ties by "
           f"argpartition, the estimator by the lower index; the stderr difference is over the entries that name the "
-          f"same example. Dense at N={full:,} would need about {mb(5 * 8 * full * args.n_eval)} MiB: five float64 "
-          f"N x N_eval tables.)\n")
+          f"same example. Dense at N={full:,} would need about {d['dense_traced_bytes'] * full / d['n'] / 2**30:.0f} GiB, "
+          f"scaling its measured peak.)\n")
 
     t = spawn({**base, "n": args.train_n, "n_eval": args.train_n, "target": "train"})
     print("| training targets N x N | wall (s) | CPU (s) | GFLOP/s | traced peak (MiB) | bound (MiB) |")
