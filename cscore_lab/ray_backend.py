@@ -92,18 +92,22 @@ def _shard_task(box: list, spec: ShardSpec, reporter: Any = None) -> dict:
     done, at most every 2% of them.
     """
     job = _worker_job(box)
-    progress = None
-    if reporter is not None:
-        last = [-1.0]
-
-        def progress(done: int, total: int) -> None:
-            fraction = done / total
-            if fraction - last[0] >= 0.02 or done == total:
-                last[0] = fraction
-                reporter.report.remote(spec.key, fraction)
-
+    progress = None if reporter is None else _reporting(reporter, spec.key)
     with torch_threads(1):
         return compute_shard(job, spec, progress=progress).to_arrays()
+
+
+def _reporting(reporter: Any, key: str) -> Callable[[int, int], None]:
+    """A train_group progress callback that sends the shard's fraction done to ``reporter``, every 2% of steps."""
+    last = [-1.0]
+
+    def progress(done: int, total: int) -> None:
+        fraction = done / total
+        if fraction - last[0] >= 0.02 or done == total:
+            last[0] = fraction
+            reporter.report.remote(key, fraction)
+
+    return progress
 
 
 class _ProgressBox:

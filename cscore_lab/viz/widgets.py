@@ -19,8 +19,6 @@ import numpy as np
 from . import plots
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
     from ..cscores import CScores
     from ..data import Dataset
     from ..holdout import Estimation

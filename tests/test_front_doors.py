@@ -1,0 +1,64 @@
+"""The CLI and the magics are two doors into one house: the same options make the same run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cscore_lab.cli import main
+from cscore_lab.cscores import CScores
+from cscore_lab.store import RunStore
+
+OPTIONS = "--label-noise 0.1 --ratios 0.5 --runs 2 --seed 3 --shard-size 1 --device cpu"
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_cli_and_magic_make_the_same_run_folder(tmp_path, monkeypatch, run_cell):
+    """One estimate through each door: identical manifests (identity and plan), files, data entries and shards."""
+    cli_root, magic_root = tmp_path / "cli", tmp_path / "magic"
+    cli_root.mkdir()
+    monkeypatch.chdir(cli_root)  # both use their default run folder under ./cscore-runs
+    assert main(["estimate", *OPTIONS.split(), "--no-progress"]) == 0
+    magic_root.mkdir()
+    monkeypatch.chdir(magic_root)
+    run_cell(f"%cscore estimate digits {OPTIONS} --wait")
+    a = next((cli_root / "cscore-runs").iterdir())
+    b = next((magic_root / "cscore-runs").iterdir())
+    assert a.name == b.name == "digits-noise0.1-digits-mlp-seed3"
+    ma, mb = (json.loads((f / "manifest.json").read_text()) for f in (a, b))
+    assert ma["identity"] == mb["identity"] and ma["plan"] == mb["plan"]
+    assert _files(a) == _files(b)
+    da, db = RunStore(a).read_data(), RunStore(b).read_data()
+    assert da[1] == db[1] and da[1]["label_noise"] == 0.1 and da[1]["seed"] == 3
+    assert set(da[0]) == set(db[0]) == {"labels", "mask_flipped", "original_labels"}
+    for key in da[0]:
+        np.testing.assert_array_equal(da[0][key], db[0][key])
+    for sa, sb in zip(RunStore(a).iter_shards(), RunStore(b).iter_shards()):
+        assert sa.key == sb.key
+        np.testing.assert_array_equal(sa.correct, sb.correct)
+        np.testing.assert_array_equal(sa.heldout, sb.heldout)
+    np.testing.assert_array_equal(CScores.load(a).scores, CScores.load(b).scores)
+
+
+def test_a_run_folder_loads_wherever_a_result_file_does(tiny_run, tmp_path):
+    """CScores.load takes the run folder a user has, finished or not."""
+    import shutil
+
+    folder, expected = tiny_run
+    np.testing.assert_array_equal(CScores.load(folder).scores, expected.scores)
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    (partial / "cscores.npz").unlink()
+    for shard in sorted((partial / "shards").glob("*.npz"))[1:]:
+        shard.unlink()  # one shard left: a run stopped early
+    cs = CScores.load(partial)
+    assert cs.meta["runs_done"] == 4 and not cs.finished
+    assert np.isfinite(cs.scores).any()
+    with pytest.raises(FileNotFoundError, match="no run store"):
+        CScores.load(tmp_path)  # a folder that is not a run
