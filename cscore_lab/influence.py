@@ -56,10 +56,12 @@ at most ``memory_budget`` bytes for its tiles and for the exact recomputation, w
 target: count tiles stay about 2 MiB per worker and the recomputation works in chunks of at most
 16 MiB, so the MNIST-sized case peaks near 12 MiB (``benchmarks/RESULTS.md``).
 
-Ties: values equal in float64 keep the lower training index, both when the top-k is selected and
-in the sorted lists. Where several training examples tie at the k-th value, the kept ones are
-thus the lowest-indexed of them; and for targets every model gets right (or wrong), every
-influence is 0 and the list is simply the first ``k`` training examples with a pooled ratio.
+Ties: training examples of equal influence (the same float64 value) keep the lower training
+index, both when the top-k is selected and in the sorted lists. Where several tie at the k-th
+value, the kept ones are thus the lowest-indexed of them; for a target every model gets right (or
+wrong), every influence is 0 and the list is simply the first ``k`` training examples with a
+pooled ratio. (Equal influences reached from different counts, say 1/2 - 1/4 and 3/4 - 1/2, can
+differ in the last bit of float64; their order then follows that bit, the same on every run.)
 """
 
 from __future__ import annotations
