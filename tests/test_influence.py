@@ -108,7 +108,7 @@ def test_top_k_matches_brute_force(target, seed, min_models):
 
 @pytest.mark.parametrize("target", ["eval", "train"])
 def test_tiles_and_threads_do_not_change_the_result(target):
-    n, n_eval = 203, 61  # not multiples of 8
+    n, n_eval = 131, 61  # not multiples of 8
     grid = random_grid(n, n_eval, 3, models=(9, 10, 8))
     acc = accumulate(grid, n, n_eval, target)
     labels, eval_labels = np.zeros(n, int), (np.zeros(n_eval, int) if target == "eval" else None)
