@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import Dataset, _range_stats
+from .dataset import Dataset, _range_stats
 
 __all__ = ["inject_ood", "OOD_KINDS"]
 
