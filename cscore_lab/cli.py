@@ -231,6 +231,87 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- memorization and influence
+
+
+def _add_memorization(sub) -> None:
+    p = sub.add_parser("memorization", help="Feldman & Zhang's memorization of every example, from a run's models",
+                       description="mem(x) = P[correct on x | x in the subset] - P[correct on x | x held out], per "
+                                   "ratio, pooled like the C-score, with standard errors; from the models of a run "
+                                   "folder (no training). Kept in the run folder as memorization.npz.")
+    p.add_argument("--run", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--data", metavar="PATH", help="the data set's folder or file, if it moved since the run")
+    p.add_argument("--top", type=positive_int, default=10, metavar="K", help="list the K most memorized (default 10)")
+    p.add_argument("--save", metavar="FILE", help="also write the table to FILE (.npz)")
+    p.set_defaults(func=cmd_memorization)
+
+
+def cmd_memorization(args: argparse.Namespace) -> int:
+    from .runs import open_run
+
+    run = open_run(args.run, data=args.data)
+    mem = run.memorization()
+    print(f"saved: {mem.save(run.folder)}")
+    if args.save:
+        print(f"saved: {mem.save(args.save)}")
+    s = mem.summary()
+    print(f"Memorization of {s['dataset'] or run.dataset.name} ({s['models']} models, {s['ratios']} ratios; high = "
+          f"memorized: fitted only when trained on)")
+    print(f"  mean memorization     {s['mean_memorization']:.4f}")
+    print(f"  above 0.5             {s['above_0.5']}")
+    print(f"  in-subset accuracy    {s['mean_in_accuracy']:.4f}   held-out accuracy {s['mean_heldout_accuracy']:.4f}")
+    print(f"  reliability           {s['reliability']:.4f} (split-half Spearman)")
+    print(f"The {args.top} most memorized examples:")
+    print("  index  label  memorization  std.err  C-score")
+    for i in mem.most_memorized(args.top):
+        print(f"  {i:5d}  {run.dataset.class_names[run.dataset.labels[i]]:>5}  {mem.memorization[i]:12.3f}  "
+              f"{mem.stderr[i]:7.3f}  {run.cscores.scores[i]:7.3f}")
+    return 0
+
+
+def _add_influence(sub) -> None:
+    p = sub.add_parser("influence", help="which training examples each prediction depends on, from a run's models",
+                       description="infl(i -> j) = P[j correct | i in the subset] - P[j correct | i held out], "
+                                   "top-k per target in bounded memory: targets are the evaluation set the run "
+                                   "recorded (estimate --eval-data), else the training examples themselves. "
+                                   "Prints the high-influence pairs as Feldman & Zhang report them.")
+    p.add_argument("--run", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--data", metavar="PATH", help="the data set's folder or file, if it moved since the run")
+    p.add_argument("--k", type=positive_int, default=10, help="training examples kept per target (default 10)")
+    p.add_argument("--threshold", type=float, default=0.15, help="influence above which a pair is listed (default 0.15)")
+    p.add_argument("--top", type=positive_int, default=20, metavar="N", help="list the N strongest pairs (default 20)")
+    p.add_argument("--save", metavar="FILE", help="also write the table to FILE (.npz)")
+    p.set_defaults(func=cmd_influence)
+
+
+def cmd_influence(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .runs import open_run
+
+    run = open_run(args.run, data=args.data)
+    t0 = time.perf_counter()
+    infl = run.influence(k=args.k, data=args.data)
+    print(f"saved: {infl.save(run.folder)}")
+    if args.save:
+        print(f"saved: {infl.save(args.save)}")
+    s = infl.summary()
+    print(f"Influence on {s['targets']} {s['target']} of {s['training_examples']} training examples "
+          f"({s['models']} models, top {s['k']} each, {time.perf_counter() - t0:.1f} s)")
+    mem = None
+    try:
+        mem = run.memorization()
+    except ValueError:
+        pass
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pairs = infl.pairs(args.threshold, memorization=mem)
+    print(f"{len(pairs)} pairs above {args.threshold:g}" + (f"; {caught[0].message}" if caught else ""))
+    if len(pairs):
+        print(pairs.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 # --------------------------------------------------------------------------- report and repair
 
 
@@ -296,6 +377,8 @@ COMMANDS: list[tuple[str, Callable]] = [
     ("demo", _add_demo),
     ("published", _add_published),
     ("proxies", _add_proxies),
+    ("memorization", _add_memorization),
+    ("influence", _add_influence),
     ("report", _add_report),
     ("repair", _add_repair),
 ]

@@ -180,6 +180,7 @@ class Estimation:
                 raise ValueError(f"mask {name!r} has shape {mask.shape}, expected ({len(dataset)},)")
         self.original_labels = original_labels
         self.data_spec = data_spec
+        self.precision_reason: str | None = None  # why the recipe's precision was chosen, when it was resolved
         self.shards = plan_shards(self.plan, len(dataset), dataset.num_classes)
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         check = getattr(self.backend, "check_device", None)

@@ -114,7 +114,19 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
     _dataset_arg(p, data=False)
     _output_arg(p, "the DetectionTable")
 
-    p = sub("show", "the dashboard: Distribution, Agreement, Ratios, Gallery")
+    p = sub("memorization", "Feldman & Zhang's memorization of every example, from the estimate's models")
+    _dataset_arg(p, data=False)
+    _output_arg(p, "the Memorization table")
+
+    p = sub("influence", "which training examples each prediction depends on (top-k, from the estimate's models)")
+    _dataset_arg(p, data=False)
+    p.add_argument("--k", type=positive_int, default=10, help="training examples kept per target (default 10)")
+    p.add_argument("--example", type=int, metavar="J", help="show the training examples target J depends on")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="show the pairs above this influence (Feldman & Zhang use 0.15)")
+    _output_arg(p, "the Influence table")
+
+    p = sub("show", "the dashboard: Distribution, Agreement, Ratios, Memorization, Gallery")
     _dataset_arg(p, data=False)
     _output_arg(p, "the Dashboard widget")
 
@@ -312,6 +324,20 @@ class CScoreMagics(Magics):
 
     def _do_detect(self, a: argparse.Namespace) -> Any:
         return self.session.detect(a.dataset)
+
+    def _do_memorization(self, a: argparse.Namespace) -> Any:
+        return self.session.memorization(a.dataset)
+
+    def _do_influence(self, a: argparse.Namespace) -> Any:
+        infl = self.session.influence(a.dataset, k=a.k)
+        rec = self.session.analysis(a.dataset)
+        if a.example is not None:
+            display(infl.for_example(a.example, memorization=rec.memorization))
+            return _Quiet(infl)
+        if a.threshold is not None:
+            display(infl.pairs(a.threshold, memorization=rec.memorization))
+            return _Quiet(infl)
+        return infl
 
     def _do_show(self, a: argparse.Namespace) -> Any:
         return self.session.dashboard(a.dataset)

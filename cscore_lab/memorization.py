@@ -48,6 +48,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .results import ResultTable, check_array
+from .cscores import spearman
 
 __all__ = ["Memorization", "MemorizationAccumulator"]
 
@@ -144,15 +145,6 @@ def _pool(in_correct, in_counts, out_correct, out_counts, min_models: int):
         p_in = np.where(n_valid > 0, np.nansum(p1, axis=0) / n_valid, np.nan)
         p_out = np.where(n_valid > 0, np.nansum(p0, axis=0) / n_valid, np.nan)
     return per_ratio, value, stderr, p_in, p_out, n_valid
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
-        return float("nan")
-    return float(spearmanr(a[ok], b[ok]).statistic)
 
 
 # ---------------------------------------------------------------------------------------- result
@@ -429,7 +421,7 @@ class MemorizationAccumulator:
         min_models = _check_count(min_models, "min_models", 1)
         halves = [_pool(self._in_correct[h], self._in_counts[h], self._out_correct[h], self._out_counts[h],
                         min_models)[1] for h in (0, 1)]
-        reliability = _spearman(*halves) if self.models >= 2 else float("nan")
+        reliability = spearman(*halves) if self.models >= 2 else float("nan")
         return Memorization(
             labels=labels, ratios=self.ratios, in_counts=self._in_counts.sum(0), in_correct=self._in_correct.sum(0),
             out_counts=self._out_counts.sum(0), out_correct=self._out_correct.sum(0), min_models=min_models,

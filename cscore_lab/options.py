@@ -225,31 +225,6 @@ def data_spec_from(args: argparse.Namespace | None = None, *, name: str | None =
                     ood_source=ood_source, seed=seed)
 
 
-def _eval_dataset(spec_or_data: Any, eval_data: str | None):
-    """The evaluation set that ``--eval-data`` names: 'test' (the data set's test split) or an .npz file."""
-    if eval_data is None:
-        return None
-    from .data import load_dataset, load_npz
-
-    if eval_data == "test":
-        spec = getattr(spec_or_data, "spec", None)
-        if spec is None:
-            raise ValueError("--eval-data test needs a data set loaded by name (mnist, fashion-mnist, cifar10, "
-                             "cifar100); pass an .npz file instead")
-        loaders = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "cifar10": "cifar10", "cifar100": "cifar100"}
-        if spec.name not in loaders:
-            raise ValueError(f"{spec.name!r} has no test split to read; pass --eval-data FILE.npz")
-        from . import data as data_module
-
-        loader = {"mnist": data_module.load_mnist, "fashion-mnist": data_module.load_fashion_mnist,
-                  "cifar10": data_module.load_cifar10, "cifar100": data_module.load_cifar100}[spec.name]
-        return loader(spec.path, split="test")
-    path = Path(eval_data)
-    if path.suffix == ".npz":
-        return load_npz(path)
-    return load_dataset("folder", path) if path.is_dir() else load_npz(path)
-
-
 def resolve_estimation(options: EstimateOptions, loaded: Any, *, run_root: str | Path = "cscore-runs",
                        default_runs: int | None = None, default_device: str = "auto"):
     """The :class:`~cscore_lab.holdout.Estimation` that ``options`` ask for on ``loaded`` data.
@@ -279,6 +254,7 @@ def resolve_estimation(options: EstimateOptions, loaded: Any, *, run_root: str |
     if ds.suggested_scaling and ds.suggested_scaling != recipe.input_scaling and options.preset is None:
         recipe = recipe.with_(input_scaling=ds.suggested_scaling)  # features that are not pixel intensities
     device = options.device or default_device
+    reason = None
     if options.precision is not None:
         from .trainer import resolve_device, resolve_precision
 
@@ -288,13 +264,29 @@ def resolve_estimation(options: EstimateOptions, loaded: Any, *, run_root: str |
             dev = None  # a remote backend's device: auto resolves to fp32 unless bf16 is asked for
         chosen, reason = resolve_precision(options.precision, dev, recipe)
         recipe = recipe.with_(precision=chosen)
-        loaded.precision_reason = reason
     plan = preset.plan.with_overrides(ratios=options.ratios,
                                       runs=options.runs if options.runs is not None else default_runs,
                                       seed=options.seed, shard_size=options.shard_size)
     backend = backend_from_options(options.backend, address=options.address, num_gpus=options.num_gpus)
     out = Path(options.out) if options.out else default_run_folder(ds.name, preset.recipe.name, plan.seed, run_root)
     spec = loaded.spec
-    return Estimation(ds, recipe, plan, out=out, device=device, backend=backend,
-                      eval_dataset=_eval_dataset(loaded, options.eval_data), masks=loaded.masks,
-                      original_labels=loaded.original_labels, data_spec=None if spec is None else spec.to_dict())
+    if options.eval_data is not None:
+        from dataclasses import replace
+
+        from .runs import load_eval_data
+
+        if spec is not None:
+            spec = replace(spec, eval_data=options.eval_data)
+            eval_dataset = spec.load_eval()
+        elif options.eval_data == "test":
+            raise ValueError("--eval-data test needs a data set loaded by name (mnist, fashion-mnist, cifar10, "
+                             "cifar100); pass an .npz file or an image folder instead")
+        else:
+            eval_dataset = load_eval_data(options.eval_data)
+    else:
+        eval_dataset = None
+    est = Estimation(ds, recipe, plan, out=out, device=device, backend=backend, eval_dataset=eval_dataset,
+                     masks=loaded.masks, original_labels=loaded.original_labels,
+                     data_spec=None if spec is None else spec.to_dict())
+    est.precision_reason = reason
+    return est

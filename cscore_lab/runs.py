@@ -20,7 +20,7 @@ from .cscores import CScores, scores_from_store
 from .data import DATASETS, Dataset, inject_label_noise, load_dataset
 from .store import RunStore
 
-__all__ = ["DataSpec", "LoadedData", "RunContents", "open_run"]
+__all__ = ["DataSpec", "LoadedData", "RunContents", "open_run", "counted_shards", "memorization_of", "influence_of"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class DataSpec:
         Pictures for ``ood_kind="foreign"`` when the kind needs them (an MNIST folder for digits).
     seed : int, default 0
         Seeds both injections (the estimate's seed unless told otherwise).
+    eval_data : str, optional
+        An evaluation set every model is also scored on (influence): ``"test"`` (the data set's own
+        test split) or an ``.npz`` file or image folder (stored absolute).
     """
 
     name: str = "digits"
@@ -52,6 +55,7 @@ class DataSpec:
     ood_kind: str | None = None
     ood_source: str | None = None
     seed: int = 0
+    eval_data: str | None = None
 
     def __post_init__(self) -> None:
         from .data import DataError
@@ -75,6 +79,10 @@ class DataSpec:
             raise DataError("--ood-kind and --ood-source need --ood FRACTION (the share of examples to replace)")
         if self.ood_source is not None:
             object.__setattr__(self, "ood_source", str(Path(self.ood_source).expanduser().resolve()))
+        if self.eval_data is not None and self.eval_data != "test":
+            object.__setattr__(self, "eval_data", str(Path(self.eval_data).expanduser().resolve()))
+        if self.eval_data == "test" and self.name not in TEST_SPLITS:
+            raise DataError(f"{self.name!r} has no test split to read; pass --eval-data FILE.npz (or an image folder)")
 
     @property
     def modified(self) -> bool:
@@ -108,6 +116,32 @@ class DataSpec:
             original = ds.labels.copy()
             ds, masks["flipped"] = inject_label_noise(ds, float(self.label_noise), seed=self.seed)
         return LoadedData(ds, masks, original, self)
+
+
+    def load_eval(self, *, path: str | Path | None = None) -> Dataset | None:
+        """The evaluation set (``eval_data``), scaled later with the training set's statistics; None without one."""
+        return load_eval_data(self.eval_data, self.name, path if path is not None else self.path)
+
+
+#: Data sets whose own test split ``--eval-data test`` reads.
+TEST_SPLITS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
+
+
+def load_eval_data(eval_data: str | None, name: str | None = None, path: str | Path | None = None) -> Dataset | None:
+    """The evaluation set that ``--eval-data`` names: ``"test"`` (the test split of data set ``name`` at
+    ``path``), an ``.npz`` file or an image folder."""
+    if eval_data is None:
+        return None
+    from . import data as d
+
+    if eval_data == "test":
+        loaders = {"mnist": d.load_mnist, "fashion-mnist": d.load_fashion_mnist, "cifar10": d.load_cifar10,
+                   "cifar100": d.load_cifar100}
+        if name not in loaders:
+            raise d.DataError(f"{name!r} has no test split to read; pass --eval-data FILE.npz (or an image folder)")
+        return loaders[name](path, split="test")
+    target = Path(eval_data)
+    return d.load_image_folder(target) if target.is_dir() else d.load_npz(target)
 
 
 @dataclass
@@ -144,6 +178,18 @@ class RunContents:
         from .recipes import Recipe
 
         return Recipe.from_dict(self.manifest["identity"]["recipe"])
+
+    def memorization(self):
+        """Feldman & Zhang's memorization of every example, from this run's models (see :func:`memorization_of`)."""
+        return memorization_of(RunStore(self.folder), labels=self.dataset.labels, dataset=self.dataset)
+
+    def influence(self, *, k: int = 10, eval_dataset: Dataset | None = None, data: str | Path | None = None):
+        """Top-k influence of training examples on each target (see :func:`influence_of`); the
+        evaluation set the run recorded is rebuilt from its spec unless given."""
+        if eval_dataset is None and self.spec is not None and self.spec.eval_data is not None:
+            eval_dataset = self.spec.load_eval(path=data)
+        return influence_of(RunStore(self.folder), labels=self.dataset.labels, k=k, eval_dataset=eval_dataset,
+                            dataset=self.dataset)
 
 
 _LEGACY_NOISE_NAME = re.compile(r"^(?P<base>.+)-noise(?P<fraction>[0-9.eE+-]+)$")
@@ -217,3 +263,107 @@ def _legacy_dataset(folder: Path, manifest: dict[str, Any], arrays: dict[str, np
             ds, arrays["mask_flipped"] = inject_label_noise(ds, float(match.group("fraction")),
                                                             seed=int(manifest["plan"]["seed"]))
     return ds
+
+
+# --------------------------------------------------------------------------- what else the shards hold
+
+
+def counted_shards(store: Any, plan: Any | None = None) -> Any:
+    """The shards an estimate counts (those :func:`~cscore_lab.shards.select_shards` reuses), with rows
+    of runs beyond the plan left out: what memorization and influence are computed from too."""
+    from .recipes import Plan
+    from .shards import select_shards
+    from .store import ShardResult
+
+    if plan is None:
+        plan = Plan.from_dict(store.read_manifest()["plan"])
+    for shard in store.iter_shards([s.key for s in select_shards(plan, store.finished_keys()).reuse]):
+        keep = shard.runs < plan.runs
+        if not keep.all():
+            shard = ShardResult(shard.key, shard.ratio, shard.runs[keep], shard.heldout[keep], shard.correct[keep],
+                                shard.seconds, None if shard.eval_correct is None else shard.eval_correct[keep],
+                                shard.train_correct_known)
+        yield shard
+
+
+def _folder_of(store: Any) -> str:
+    return str(store.path) if getattr(store, "path", None) is not None else "this estimation"
+
+
+def _training_correctness(shard: Any, store: Any) -> None:
+    if not shard.train_correct_known:
+        raise ValueError(f"run folder {_folder_of(store)} predates shards that record correctness on training "
+                         f"examples (shard format 1, shard {shard.key}); memorization and influence need it: rerun "
+                         f"the estimate in a new folder to add it")
+
+
+def memorization_of(store: Any, *, labels: np.ndarray | None = None, plan: Any | None = None,
+                    dataset: Dataset | None = None):
+    """Memorization (Feldman & Zhang 2020) of every example, from the models of a run.
+
+    ``store`` is a :class:`~cscore_lab.store.RunStore` (or an estimation's ``store``); ``labels``
+    default to the run's stored labels. A run folder whose shards predate correctness on training
+    examples is a clear error.
+    """
+    from .memorization import MemorizationAccumulator
+    from .recipes import Plan
+
+    if plan is None:
+        plan = Plan.from_dict(store.read_manifest()["plan"])
+    if labels is None:
+        labels = store.stored_labels()
+    if labels is None:
+        raise ValueError(f"run folder {_folder_of(store)} holds no labels; open it with its data set (open_run)")
+    acc = MemorizationAccumulator(len(labels), plan.ratios)
+    for shard in counted_shards(store, plan):
+        _training_correctness(shard, store)
+        acc.add_shard(shard)
+    if acc.models == 0:
+        raise ValueError(f"{_folder_of(store)}: no finished shard yet; run the estimate first")
+    info = {"meta": {"models": acc.models, "plan": plan.to_dict()}}
+    if dataset is not None:
+        info.update(dataset=dataset.name, fingerprint=dataset.fingerprint)
+    return acc.result(np.asarray(labels), **info)
+
+
+def influence_of(store: Any, *, labels: np.ndarray | None = None, k: int = 10, plan: Any | None = None,
+                 eval_dataset: Dataset | None = None, dataset: Dataset | None = None, min_models: int = 1):
+    """Top-k influence (Feldman & Zhang 2020) of training examples, from the models of a run.
+
+    The targets are the examples of the evaluation set the run recorded correctness on
+    (``--eval-data``; pass it as ``eval_dataset`` for its labels), else the training examples
+    themselves, each judged by the models that held it out.
+    """
+    from .influence import InfluenceAccumulator
+    from .recipes import Plan
+
+    if plan is None:
+        plan = Plan.from_dict(store.read_manifest()["plan"])
+    if labels is None:
+        labels = store.stored_labels()
+    if labels is None:
+        raise ValueError(f"run folder {_folder_of(store)} holds no labels; open it with its data set (open_run)")
+    ident = store.read_manifest()["identity"] if getattr(store, "path", None) is not None else {}
+    recorded = ident.get("eval")
+    if eval_dataset is not None and recorded is not None and eval_dataset.fingerprint != recorded["fingerprint"]:
+        raise ValueError(f"the evaluation set given ({eval_dataset.name}) is not the one run {_folder_of(store)} "
+                         f"recorded ({recorded['dataset']}, {recorded['examples']} examples)")
+    shards = list(counted_shards(store, plan))
+    with_eval = bool(shards) and shards[0].eval_correct is not None
+    if with_eval and eval_dataset is None:
+        raise ValueError(f"run {_folder_of(store)} recorded an evaluation set ({(recorded or {}).get('dataset', '?')}); "
+                         f"pass it (eval_dataset=..., or --eval-data as for the estimate) for its labels")
+    acc = InfluenceAccumulator(len(labels), plan.ratios, n_eval=len(eval_dataset) if with_eval else None)
+    for shard in shards:
+        _training_correctness(shard, store)
+        acc.add_shard(shard)
+    if acc.models == 0:
+        raise ValueError(f"{_folder_of(store)}: no finished shard yet; run the estimate first")
+    info: dict[str, Any] = {"meta": {"models": acc.models, "plan": plan.to_dict()}}
+    if dataset is not None:
+        info["dataset"] = dataset.name
+    if with_eval:
+        info["eval_dataset"] = eval_dataset.name
+        return acc.result(np.asarray(labels), eval_dataset.labels, k=k, min_models=min_models, **info)
+    return acc.result(np.asarray(labels), k=k, min_models=min_models, **info)
+

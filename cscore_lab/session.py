@@ -44,6 +44,8 @@ class Analysis:
     proxies: Any = None
     correlations: Any = None
     run_folder: Path | None = None
+    memorization: Any = None
+    influence: Any = None
 
     @property
     def noise_mask(self) -> np.ndarray | None:
@@ -392,6 +394,46 @@ class CScoreSession:
         if rec.proxies is None:
             return detect_injected(cs, mask, what=what)
         return detect_injected(rec.proxies, mask, cscores=cs, what=what)
+
+    # ------------------------------------------------------------------ memorization and influence
+    def _models_of(self, rec: Analysis):
+        """(store, plan, evaluation set) of the models behind a record's scores."""
+        from .store import RunStore
+
+        if rec.estimation is not None:
+            return rec.estimation.store, rec.estimation.plan, rec.estimation.eval_dataset
+        if rec.run_folder is not None:
+            spec = rec.spec
+            return RunStore(rec.run_folder), None, spec.load_eval() if spec is not None and spec.eval_data else None
+        raise ValueError(f"no models for {rec.dataset.name}: memorization and influence come from an estimate's "
+                         f"models (%cscore estimate {rec.dataset.name}, or %cscore load RUN_FOLDER); published "
+                         f"scores carry none")
+
+    def memorization(self, dataset: str | None = None) -> Any:
+        """Feldman & Zhang's memorization of every example, from the models of the record's estimate
+        (:func:`cscore_lab.runs.memorization_of`); kept in the run folder as ``memorization.npz``."""
+        from .runs import memorization_of
+
+        rec = self.analysis(dataset)
+        store, plan, _ = self._models_of(rec)
+        rec.memorization = memorization_of(store, labels=rec.dataset.labels, plan=plan, dataset=rec.dataset)
+        if getattr(store, "path", None) is not None:
+            rec.memorization.save(store.path)
+        return rec.memorization
+
+    def influence(self, dataset: str | None = None, *, k: int = 10) -> Any:
+        """Top-k influence of training examples on each target (:func:`cscore_lab.runs.influence_of`): the
+        evaluation set the estimate recorded, else the training examples themselves; kept in the run
+        folder as ``influence.npz``."""
+        from .runs import influence_of
+
+        rec = self.analysis(dataset)
+        store, plan, eval_dataset = self._models_of(rec)
+        rec.influence = influence_of(store, labels=rec.dataset.labels, k=k, plan=plan, eval_dataset=eval_dataset,
+                                     dataset=rec.dataset)
+        if getattr(store, "path", None) is not None:
+            rec.influence.save(store.path)
+        return rec.influence
 
     # ------------------------------------------------------------------ views
     def _neighbors(self, rec: Analysis):

@@ -62,3 +62,46 @@ def test_a_run_folder_loads_wherever_a_result_file_does(tiny_run, tmp_path):
     assert np.isfinite(cs.scores).any()
     with pytest.raises(FileNotFoundError, match="no run store"):
         CScores.load(tmp_path)  # a folder that is not a run
+
+
+def test_memorization_and_influence_from_each_door(tmp_path, monkeypatch, run_cell, capsys):
+    """The same run's memorization and influence from the CLI, the magics and Python agree."""
+    from cscore_lab.influence import Influence
+    from cscore_lab.memorization import Memorization
+    from cscore_lab.runs import open_run
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["estimate", *OPTIONS.replace("--runs 2", "--runs 4").split(), "--out", "run", "--no-progress"]) == 0
+    assert main(["memorization", "--run", "run", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "The 3 most memorized examples" in out and "memorization.npz" in out
+    assert main(["influence", "--run", "run", "--k", "3", "--top", "5"]) == 0
+    assert "held-out training examples" in capsys.readouterr().out
+    from_cli = Memorization.load("run")
+    from_python = open_run("run").memorization()
+    np.testing.assert_array_equal(from_cli.memorization, from_python.memorization)
+    run_cell("%cscore load run")
+    mem = run_cell("%cscore memorization -o mem")
+    np.testing.assert_array_equal(mem.memorization, from_python.memorization)
+    infl = run_cell("%cscore influence --k 3")
+    np.testing.assert_array_equal(infl.top_index, Influence.load("run").top_index)
+
+
+def test_a_run_folder_of_old_shards_says_it_predates_memorization(tiny_run, tmp_path):
+    """Shards of format 1 (held-out correctness only) still give C-scores; memorization says why it cannot."""
+    import shutil
+
+    from cscore_lab.runs import open_run
+
+    folder = tmp_path / "old"
+    shutil.copytree(tiny_run[0], folder)
+    store = RunStore(folder)
+    for key in store.finished_keys():  # rewrite each shard as format 1 wrote it
+        s = store.read_shard(key)
+        np.savez_compressed(store.shard_dir / f"{key}.npz", ratio=np.array(s.ratio), runs=s.runs, n=np.array(s.heldout.shape[1]),
+                            heldout=np.packbits(s.heldout, axis=1), correct=np.packbits(s.correct & s.heldout, axis=1),
+                            seconds=np.array(s.seconds))
+    run = open_run(folder)
+    np.testing.assert_array_equal(run.cscores.scores, tiny_run[1].scores)
+    with pytest.raises(ValueError, match="predates shards that record correctness on training examples"):
+        run.memorization()
