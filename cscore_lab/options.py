@@ -259,10 +259,15 @@ def resolve_estimation(options: EstimateOptions, loaded: Any, *, run_root: str |
         from .trainer import resolve_device, resolve_precision
 
         try:
-            dev = resolve_device(device)
+            dev = resolve_device(device) if options.backend == "local" else None
         except ValueError:
-            dev = None  # a remote backend's device: auto resolves to fp32 unless bf16 is asked for
-        chosen, reason = resolve_precision(options.precision, dev, recipe)
+            dev = None
+        if dev is not None:
+            chosen, reason = resolve_precision(options.precision, dev, recipe)
+        elif options.precision == "auto":  # the workers' hardware cannot be probed from here
+            chosen, reason = "fp32", "fp32: auto cannot see the workers' hardware; pass --precision bf16 to use it there"
+        else:
+            chosen, reason = options.precision, f"{options.precision}: requested"
         recipe = recipe.with_(precision=chosen)
     plan = preset.plan.with_overrides(ratios=options.ratios,
                                       runs=options.runs if options.runs is not None else default_runs,
