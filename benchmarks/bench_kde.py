@@ -182,7 +182,7 @@ def main(argv=None) -> None:
     from numba import njit
 
     t0 = time.perf_counter()
-    for disp in (kde_mod._accumulate_tile, kde_mod._upper_sq_dists):
+    for disp in (kde_mod._accumulate_tile,):
         fresh = njit(nogil=True, fastmath=disp.targetoptions.get("fastmath", False))(disp.py_func)
         for sig in disp.signatures:
             fresh.compile(sig)

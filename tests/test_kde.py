@@ -310,8 +310,8 @@ Y_OK = np.array([0, 1, 0, 1])
     [
         (np.zeros(4), Y_OK, {}, ValueError, r"features must be 2-D.*shape \(4,\)"),
         (np.zeros((4, 2, 1)), Y_OK, {}, ValueError, r"features must be 2-D.*shape \(4, 2, 1\)"),
-        (np.zeros((1, 2)), [0], {}, ValueError, r"at least 2 rows.*shape \(1, 2\)"),
-        (np.zeros((4, 0)), Y_OK, {}, ValueError, r"at least 1 column.*shape \(4, 0\)"),
+        (np.zeros((1, 2)), [0], {}, ValueError, r"features: .*1 sample.*shape=\(1, 2\).*minimum of 2"),
+        (np.zeros((4, 0)), Y_OK, {}, ValueError, r"features must not have an empty axis.*shape \(4, 0\)"),
         (np.zeros((4, 2), dtype=complex), Y_OK, {}, TypeError, r"real numeric.*complex128"),
         (np.array([["a", "b"]] * 4), Y_OK, {}, TypeError, r"features must be a real numeric"),
         (X_OK, np.zeros((4, 1), dtype=int), {}, ValueError, r"labels must be 1-D.*shape \(4, 1\)"),
@@ -319,6 +319,7 @@ Y_OK = np.array([0, 1, 0, 1])
         (X_OK, np.array([0.0, 1, 0, 1]), {}, TypeError, r"integer dtype.*float64"),
         (X_OK, np.array([True, False, True, False]), {}, TypeError, r"integer dtype.*bool"),
         (X_OK, [0, 1, -2, 1], {}, ValueError, r"labels must be >= 0.*index 2 \(value -2\)"),
+        (X_OK, Y_OK, {"tile": True}, TypeError, r"tile must be an integer >= 1, got True"),
         (X_OK, Y_OK, {"bandwidth": -1.0}, ValueError, r"positive finite number, got -1.0"),
         (X_OK, Y_OK, {"bandwidth": 0}, ValueError, r"positive finite number, got 0"),
         (X_OK, Y_OK, {"bandwidth": float("nan")}, ValueError, r"positive finite number, got nan"),
@@ -342,7 +343,7 @@ def test_non_finite_features_reported():
     x = np.zeros((5, 3))
     x[1, 2] = np.nan
     x[3, 0] = np.inf
-    with pytest.raises(ValueError, match=r"found 2 non-finite value\(s\), the first at index \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"found 2 non-finite value\(s\), the first at index \(1, 2\) \(value nan\)"):
         kde_scores(x, np.zeros(5, dtype=int))
     big = np.zeros((3, 2))
     big[2, 1] = 1e300  # finite in float64, not in float32

@@ -88,12 +88,21 @@ def test_k_out_of_range(k):
 
 def test_bad_inputs_are_named():
     x = np.random.default_rng(0).normal(size=(6, 2))
-    with pytest.raises(ValueError, match="labels must be 1-D with one entry per example"):
+    with pytest.raises(ValueError, match="labels must have one entry per example: got length 5, expected 6"):
         knn_agreement(x, np.zeros(5, dtype=int), k=2)
     with pytest.raises(TypeError, match="integer dtype"):
         knn_agreement(x, np.zeros(6), k=2)
     x[2, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinite .* index 2"):
+    with pytest.raises(ValueError, match=r"features must be finite.*1 non-finite value\(s\), the first at index \(2, 1\)"):
         knn_agreement(x, np.zeros(6, dtype=int), k=2)
     with pytest.raises(ValueError, match="2-D"):
         local_outlier_factor(np.zeros(6))
+    with pytest.raises(TypeError, match="k must be an integer, got True"):
+        knn_agreement(np.zeros((6, 2)), np.zeros(6, dtype=int), k=True)
+    with pytest.raises(TypeError, match="real numeric array, got dtype complex128"):
+        nearest_neighbors(np.zeros((6, 2), dtype=complex), 2)
+    # float32 features stay float32 (no copy of a large matrix), anything else becomes float64
+    from cscore_lab.proxies import _validation
+
+    f32 = np.zeros((6, 2), dtype=np.float32)
+    assert _validation.features(f32) is f32 and _validation.features(np.zeros((6, 2), dtype=int)).dtype == np.float64

@@ -48,13 +48,15 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
+from scipy.spatial.distance import pdist
 from threadpoolctl import ThreadpoolController
+
+from . import _validation as _v
 
 __all__ = ["BANDWIDTH_RULES", "KDEResult", "kde_scores", "select_bandwidth"]
 
@@ -106,70 +108,8 @@ class KDEResult:
 
 
 # ---------------------------------------------------------------------------
-# Validation
+# Bandwidth (inputs are checked by the package's one validator, ._validation)
 # ---------------------------------------------------------------------------
-
-
-def _check_features(features) -> np.ndarray:
-    """Validate ``features`` and return them as C-contiguous float32."""
-    arr = np.asarray(features)
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(
-            f"features must be a real numeric array, got dtype {arr.dtype}"
-        )
-    if arr.ndim != 2:
-        raise ValueError(
-            f"features must be 2-D (N examples x d features), got shape {arr.shape}"
-        )
-    n, d = arr.shape
-    if n < 2:
-        raise ValueError(f"features must have at least 2 rows (N >= 2), got shape {arr.shape}")
-    if d < 1:
-        raise ValueError(f"features must have at least 1 column, got shape {arr.shape}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        x = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(x)
-    if not finite.all():
-        bad = np.argwhere(~finite)
-        row, col = (int(v) for v in bad[0])
-        raise ValueError(
-            f"features must be finite in float32: found {len(bad)} non-finite "
-            f"value(s), the first at index ({row}, {col}) "
-            f"(value {arr[row, col]!r})"
-        )
-    return x
-
-
-def _check_labels(labels, n: int) -> np.ndarray:
-    """Validate ``labels`` against ``n`` rows and return them as int64."""
-    arr = np.asarray(labels)
-    if arr.ndim != 1:
-        raise ValueError(f"labels must be 1-D, got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(
-            f"labels must have one entry per row of features: got length "
-            f"{arr.shape[0]}, expected {n}"
-        )
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"labels must have an integer dtype, got dtype {arr.dtype}")
-    if arr.dtype.kind == "i" and n > 0:
-        neg = np.flatnonzero(arr < 0)
-        if neg.size:
-            raise ValueError(
-                f"labels must be >= 0: found {neg.size} negative label(s), the "
-                f"first at index {int(neg[0])} (value {int(arr[neg[0]])})"
-            )
-    if arr.dtype == np.uint64 and n > 0 and int(arr.max()) > np.iinfo(np.int64).max:
-        raise ValueError(f"labels must fit in int64, got maximum {int(arr.max())}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
-
-
-def _check_positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_bandwidth(bandwidth) -> float | str:
@@ -181,52 +121,28 @@ def _check_bandwidth(bandwidth) -> float | str:
                 f"{list(BANDWIDTH_RULES)}, got {bandwidth!r}"
             )
         return bandwidth
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, Real):
-        raise TypeError(
-            f"bandwidth must be a positive finite number or one of "
-            f"{list(BANDWIDTH_RULES)}, got {bandwidth!r} of type {type(bandwidth).__name__}"
-        )
-    h = float(bandwidth)
-    if not (math.isfinite(h) and h > 0.0):
-        raise ValueError(f"bandwidth must be a positive finite number, got {bandwidth!r}")
-    return h
-
-
-# ---------------------------------------------------------------------------
-# Bandwidth selection
-# ---------------------------------------------------------------------------
+    return _v.positive_number(bandwidth, "bandwidth", alternatives=BANDWIDTH_RULES)
 
 
 def _median_bandwidth(x: np.ndarray, sample_size: int, seed: int) -> float:
-    """Median pairwise distance of a row sample; assumes valid float32 ``x``."""
+    """Median pairwise distance of a row sample (SciPy's ``pdist``); assumes valid ``x``."""
     n = x.shape[0]
     if sample_size >= n:
         sample = x
     else:
         rng = np.random.default_rng(seed)
         sample = x[np.sort(rng.choice(n, size=sample_size, replace=False))]
-    s = sample.astype(np.float64)
-    s -= s.mean(axis=0)
-    sq = np.einsum("ij,ij->i", s, s)
-    # A general product against a copy, not s @ s.T (the syrk path, which
-    # crashed in float64 with 2 OpenBLAS threads at N >= 16000: see
-    # shared/notes/performance.md); here N <= sample_size anyway.
-    gram = s @ np.ascontiguousarray(s.T)
-    d2 = _upper_sq_dists(gram, sq)
-    m = d2.shape[0]
-    part = np.partition(d2, m // 2)
-    upper = part[m // 2]
-    lower = upper if m % 2 else part[: m // 2].max()
-    h = 0.5 * (math.sqrt(lower) + math.sqrt(upper))  # as np.median(distances)
+    dist = pdist(sample.astype(np.float64))
+    h = float(np.median(dist))
     if h > 0.0:
-        return float(h)
-    positive = d2[d2 > 0.0]
+        return h
+    positive = dist[dist > 0.0]
     if positive.size == 0:
         raise ValueError(
             "cannot choose a 'median' bandwidth: all sampled rows are identical; "
             "pass a fixed positive bandwidth"
         )
-    return float(np.median(np.sqrt(positive)))
+    return float(np.median(positive))
 
 
 def _scott_bandwidth(x: np.ndarray) -> float:
@@ -263,8 +179,9 @@ def select_bandwidth(
     features : array_like, shape (N, d)
         Real, finite features (converted to float32, as in :func:`kde_scores`).
     rule : {"median", "scott"} or float, default "median"
-        ``"median"``: the median Euclidean distance over all pairs ``i < j``
-        of a uniformly random sample (without replacement, seeded) of
+        ``"median"``: ``np.median(scipy.spatial.distance.pdist(sample))``, the
+        median Euclidean distance over all pairs ``i < j`` (in float64) of a
+        uniformly random sample (without replacement, seeded) of
         ``min(sample_size, N)`` rows; if that median is 0 (more than half of
         the sampled pairs are duplicates) the median of the non-zero distances
         is used instead.
@@ -291,12 +208,10 @@ def select_bandwidth(
         gives no positive bandwidth (all rows identical / all features
         constant).
     """
-    x = _check_features(features)
+    x = _v.features(features, dtype=np.float32)
     rule = _check_bandwidth(rule)
-    sample_size = _check_positive_int(sample_size, "sample_size", minimum=2)
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
-    return _resolve_bandwidth(x, rule, sample_size, int(seed))[0]
+    sample_size = _v.integer(sample_size, "sample_size", minimum=2)
+    return _resolve_bandwidth(x, rule, sample_size, _v.integer(seed, "seed"))[0]
 
 
 # ---------------------------------------------------------------------------
@@ -395,19 +310,6 @@ def _accumulate_tile(g, sq_rows, sq_cols, lab_rows, lab_cols, diagonal,
             cs[j] += ks
         row_d[i] += acc_d
         row_s[i] += acc_s
-
-
-@njit(nogil=True, cache=True)
-def _upper_sq_dists(gram, sq):
-    """Squared distances of the pairs ``i < j`` (row-major), clamped at 0."""
-    n = sq.shape[0]
-    out = np.empty(n * (n - 1) // 2, dtype=np.float64)
-    p = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            out[p] = max(sq[i] + sq[j] - 2.0 * gram[i, j], 0.0)
-            p += 1
-    return out
 
 
 _CONTROLLER: list = []
@@ -531,18 +433,15 @@ def kde_scores(
     float32 matrix products (upper triangle of tiles only).  Threads share
     the tile pairs; BLAS is limited to one thread per worker while running.
     """
-    x = _check_features(features)
-    y = _check_labels(labels, x.shape[0])
+    x = _v.features(features, dtype=np.float32)
+    y = _v.labels(labels, x.shape[0])
     bw = _check_bandwidth(bandwidth)
-    tile = _check_positive_int(tile, "tile")
-    if n_threads is None:
-        n_threads = os.cpu_count() or 1
-    n_threads = _check_positive_int(n_threads, "n_threads")
-    sample_size = _check_positive_int(sample_size, "sample_size", minimum=2)
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    tile = _v.integer(tile, "tile", minimum=1)
+    n_threads = _v.integer(os.cpu_count() or 1 if n_threads is None else n_threads, "n_threads", minimum=1)
+    sample_size = _v.integer(sample_size, "sample_size", minimum=2)
+    seed = _v.integer(seed, "seed")
 
-    h, rule = _resolve_bandwidth(x, bw, sample_size, int(seed))
+    h, rule = _resolve_bandwidth(x, bw, sample_size, seed)
     n = x.shape[0]
 
     # Centre (distances are translation invariant; smaller norms, less

@@ -19,57 +19,11 @@ the LOF is computed from it with scikit-learn's formulas, and tested against
 
 from __future__ import annotations
 
-from numbers import Integral
-
 import numpy as np
 
+from . import _validation as _v
+
 __all__ = ["knn_agreement", "local_outlier_factor", "nearest_neighbors", "neighbor_proxies", "NeighborIndex"]
-
-
-def check_features(features, name: str = "features") -> np.ndarray:
-    """Validate a 2-D finite real array of at least 2 rows; return it as C-contiguous float32 or float64.
-
-    Parameters
-    ----------
-    features : array_like, shape (N, d)
-    name : str
-        How the argument is called in error messages.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 unless the input was already float32.
-    """
-    arr = np.asarray(features)
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [N, d], got shape {arr.shape}")
-    if arr.shape[0] < 2 or arr.shape[1] < 1:
-        raise ValueError(f"{name} needs at least 2 rows and 1 column, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32 if arr.dtype == np.float32 else np.float64)
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{name} contain NaN or infinite values in {int(bad.sum())} rows (first at index {int(np.argmax(bad))})")
-    return arr
-
-
-def check_labels(labels, n: int, name: str = "labels") -> np.ndarray:
-    """Validate 1-D integer labels of length ``n``; return int64."""
-    arr = np.asarray(labels)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name} must be 1-D with one entry per example ({n}), got shape {arr.shape}")
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
-
-
-def _check_k(k, n: int, name: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, Integral):
-        raise TypeError(f"{name} must be an integer, got {k!r}")
-    if not 1 <= k < n:
-        raise ValueError(f"{name}={k} is out of range: need 1 <= {name} < N = {n} (the example itself is not a neighbour)")
-    return int(k)
 
 
 def nearest_neighbors(features, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,10 +42,14 @@ def nearest_neighbors(features, k: int) -> tuple[np.ndarray, np.ndarray]:
     distances : float64 [N, k], ascending along each row
     indices : int64 [N, k]
     """
+    x = _v.features(features)
+    return _search(x, _v.neighbour_count(k, x.shape[0], "k"))
+
+
+def _search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest_neighbors` of valid features (scikit-learn's exact search)."""
     from sklearn.neighbors import NearestNeighbors
 
-    x = check_features(features)
-    k = _check_k(k, x.shape[0], "k")
     # kneighbors() without a query excludes each point from its own neighbours
     dist, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors()
     return dist.astype(np.float64, copy=False), idx.astype(np.int64, copy=False)
@@ -105,9 +63,9 @@ class NeighborIndex:
     """
 
     def __init__(self, features, labels=None):
-        x = check_features(features)
+        x = _v.features(features)
         self.features = x
-        self.labels = None if labels is None else check_labels(labels, x.shape[0])
+        self.labels = None if labels is None else _v.labels(labels, x.shape[0])
         self._sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
 
     def query(self, index: int, k: int) -> np.ndarray:
@@ -116,7 +74,7 @@ class NeighborIndex:
         i = int(index)
         if not 0 <= i < n:
             raise ValueError(f"example index {index} is outside 0..{n - 1}")
-        k = _check_k(k, n, "k")
+        k = _v.neighbour_count(k, n, "k")
         d = self._sq - 2.0 * (self.features @ self.features[i]).astype(np.float64) + self._sq[i]
         d[i] = np.inf
         near = np.argpartition(d, k - 1)[:k]
@@ -217,19 +175,19 @@ def neighbor_proxies(features, labels=None, *, k: int | None = 10, n_neighbors: 
     The search finds ``max(k, n_neighbors)`` neighbours once (the cost on large data) and
     each proxy uses the nearest ones it needs.
     """
-    x = check_features(features)
+    x = _v.features(features)
     n = x.shape[0]
     wanted = {}
     if k is not None:
-        wanted["knn"] = _check_k(k, n, "k")
+        wanted["knn"] = _v.neighbour_count(k, n, "k")
         if labels is None:
             raise ValueError("labels are needed for the k-NN label agreement")
-        y = check_labels(labels, n)
+        y = _v.labels(labels, n)
     if n_neighbors is not None:
-        wanted["lof"] = _check_k(n_neighbors, n, "n_neighbors")
+        wanted["lof"] = _v.neighbour_count(n_neighbors, n, "n_neighbors")
     if not wanted:
         raise ValueError("nothing to compute: give k, n_neighbors or both")
-    dist, idx = nearest_neighbors(x, max(wanted.values()))
+    dist, idx = _search(x, max(wanted.values()))
     out = {}
     if "knn" in wanted:
         out["knn"] = (y[idx[:, :wanted["knn"]]] == y[:, None]).mean(axis=1)
