@@ -1,5 +1,6 @@
-"""The CNN path measured: ``cifar-cnn`` through ``StackedModules`` (torch.func.vmap) against a plain
-per-model loop, fp32 and bf16, with and without channels-last, on CIFAR-shaped random data.
+"""The CNN path measured: ``cifar-cnn`` through ``StackedModules`` (``torch.func.vmap``, and the
+per-model ``"loop"`` strategy it uses for CNNs) against a plain per-model loop, fp32 and bf16, with
+and without channels-last, on CIFAR-shaped random data.
 
     python benchmarks/bench_cnn.py              # about 3 minutes on 2 cores
     python benchmarks/bench_cnn.py --quick      # a smoke run
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import time
 
 import numpy as np
@@ -43,6 +45,11 @@ def cnn_flops_per_example(channels=(32, 64, 128), size: int = 32, in_channels: i
     return fwd, 3 * fwd - first
 
 
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def matmul_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
@@ -54,26 +61,27 @@ def matmul_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def stacked_steps(x, y, m: int, steps: int, precision: str, channels_last: bool, recipe) -> tuple[float, float]:
-    """(seconds per model-step, seconds per model per 1,024 evaluated examples) for a StackedModules group of m."""
+def stacked_steps(x, y, m: int, steps: int, precision: str, strategy: str, recipe) -> tuple[float, float, float]:
+    """(seconds per model-step, seconds per model per 1,024 evaluated examples, CPU seconds per model-step)
+    for a StackedModules group of m."""
     group = StackedModules(lambda: SmallCNN(3, 10, recipe.hidden), list(range(m)), torch.device("cpu"),
-                           precision=precision, channels_last=channels_last)
+                           precision=precision, strategy=strategy)
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, x.shape[0], (m, recipe.batch_size), generator=gen) for _ in range(steps + 1)]
     group.train_step(x[batches[0]], y[batches[0]], recipe.learning_rate, recipe.momentum, recipe.weight_decay)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_seconds()
     for idx in batches[1:]:
         group.train_step(x[idx], y[idx], recipe.learning_rate, recipe.momentum, recipe.weight_decay)
-    step = (time.perf_counter() - t) / (steps * m)
+    step, step_cpu = (time.perf_counter() - t) / (steps * m), (cpu_seconds() - c) / (steps * m)
     t = time.perf_counter()
     group.logits(x[:1024])
-    return step, (time.perf_counter() - t) / m
+    return step, (time.perf_counter() - t) / m, step_cpu
 
 
-def plain_steps(x, y, steps: int, precision: str, channels_last: bool, recipe, models: int = 1) -> tuple[float, float]:
+def plain_steps(x, y, steps: int, precision: str, channels_last: bool, recipe, models: int = 1) -> tuple[float, float, float]:
     """The same for ``models`` plain nn.Module + torch.optim.SGD loops, one after the other."""
     low = precision == "bf16"
-    step_total, eval_total = 0.0, 0.0
+    step_total, eval_total, cpu_total = 0.0, 0.0, 0.0
     for seed in range(models):
         torch.manual_seed(seed)
         net = SmallCNN(3, 10, recipe.hidden)
@@ -95,16 +103,17 @@ def plain_steps(x, y, steps: int, precision: str, channels_last: bool, recipe, m
             opt.step()
 
         step(batches[0])
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_seconds()
         for idx in batches[1:]:
             step(idx)
         step_total += time.perf_counter() - t
+        cpu_total += cpu_seconds() - c
         xe = x[:1024].contiguous(memory_format=torch.channels_last) if channels_last else x[:1024]
         t = time.perf_counter()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
             net(xe)
         eval_total += time.perf_counter() - t
-    return step_total / (steps * models), eval_total / models
+    return step_total / (steps * models), eval_total / models, cpu_total / (steps * models)
 
 
 def main() -> None:
@@ -135,32 +144,36 @@ def main() -> None:
 
     variants = []
     for precision in ("fp32", "bf16"):
+        variants.append((f"stacked x{m}, vmap", precision, False,
+                         lambda p=precision: stacked_steps(x, y, m, steps, p, "vmap", recipe), 1))
+        variants.append((f"stacked x{m}, loop", precision, True,
+                         lambda p=precision: stacked_steps(x, y, m, steps, p, "loop", recipe), 1))
         for cl in (False, True):
-            variants.append((f"stacked x{m}", precision, cl, lambda p=precision, c=cl: stacked_steps(x, y, m, steps, p, c, recipe), 1))
             variants.append(("plain, 1 thread", precision, cl, lambda p=precision, c=cl: plain_steps(x, y, steps, p, c, recipe), 1))
     variants.append((f"plain, {threads} threads", "fp32", False, lambda: plain_steps(x, y, steps, "fp32", False, recipe), threads))
     variants.append((f"plain, {threads} threads", "bf16", True, lambda: plain_steps(x, y, steps, "bf16", True, recipe), threads))
-    best: dict[int, tuple[float, float]] = {}
+    best: dict[int, tuple[float, float, float]] = {}
     for _ in range(repeats):
         for i, (_, _, _, fn, nthreads) in enumerate(variants):
             torch.set_num_threads(nthreads)
-            s, e = fn()
+            s, e, c = fn()
             if i not in best or s < best[i][0]:
-                best[i] = (s, e)
+                best[i] = (s, e, c)
     torch.set_num_threads(threads)
 
-    print(f"\n{'variant':<18} {'precision':<9} {'layout':<13} {'model-steps/s':>13} {'models/s (full)':>15} "
-          f"{'GFLOP/s':>8} {'of matmul':>9} {'eval ms/1k':>10}")
+    print(f"\n{'variant':<20} {'precision':<9} {'layout':<13} {'model-steps/s':>13} {'models/s (full)':>15} "
+          f"{'GFLOP/s':>8} {'of matmul':>9} {'per CPU-s':>9} {'eval ms/1k':>10}")
     for i, (name, precision, cl, _, nthreads) in enumerate(variants):
-        s, e = best[i]
+        s, e, c = best[i]
         per_model = s * steps_per_model + e * n_eval / 1024
         gflops = train * recipe.batch_size / s / 1e9
-        share = gflops / (rates[precision] * (nthreads if nthreads > 1 else 1))
-        print(f"{name:<18} {precision:<9} {'channels-last' if cl else 'contiguous':<13} {1 / s:>13.2f} {1 / per_model:>15.5f} "
-              f"{gflops:>8.1f} {share:>9.0%} {e * 1e3:>10.0f}")
+        share = gflops / (rates[precision] * nthreads)
+        print(f"{name:<20} {precision:<9} {'channels-last' if cl else 'contiguous':<13} {1 / s:>13.2f} {1 / per_model:>15.5f} "
+              f"{gflops:>8.1f} {share:>9.0%} {train * recipe.batch_size / c / 1e9:>9.1f} {e * 1e3:>10.0f}")
     print(f"(SmallCNN 32-64-128 on 3x32x32: {train / 1e6:.1f} MFLOP per training example, {fwd / 1e6:.1f} forward; "
           f"full model = {steps_per_model} steps + evaluation on {n_eval:,}; 'of matmul' divides by the one-thread rate "
-          f"of the same precision times the threads used)")
+          f"of the same precision times the threads used;\n"
+          f"'per CPU-s': GFLOP per CPU-second of the process, less sensitive to other processes on a shared machine)")
 
 
 if __name__ == "__main__":

@@ -403,27 +403,42 @@ def _last_linear_name(module: nn.Module) -> str:
     return names[-1]
 
 
+STRATEGIES = ("auto", "vmap", "loop")
+#: What ``strategy="auto"`` picks for models with convolutions, per device type (others: vmap). On a GPU
+#: one batched pass is expected to fill the device better than M small ones; not measured here yet
+#: (``benchmarks/bench_gpu.py --cnn-strategy`` compares them).
+AUTO_CONV_STRATEGY: dict[str, str] = {"cpu": "loop", "cuda": "vmap"}
+
+
 class StackedModules:
-    """M copies of any ``nn.Module`` (built by ``factory``), stacked with ``torch.func``.
+    """M copies of any ``nn.Module`` (built by ``factory``), their parameters stacked ``[M, ...]``.
 
     Each model is built under its own seed, so its initialisation is its own. BatchNorm
     layers are switched to batch statistics (``replace_all_batch_norm_modules_``),
     since running statistics cannot be updated inside ``vmap``. Penultimate features
     are the input of the last ``nn.Linear`` (found by module order).
 
+    ``strategy`` says how the M forward/backward passes run: ``"vmap"`` (``torch.func.vmap`` over
+    the stacked parameters: one batched pass, best for small models where per-operation overhead
+    dominates) or ``"loop"`` (one ``functional_call`` per model on views of the stacked parameters,
+    image batches channels-last: each convolution runs as an ordinary one). ``"auto"`` loops over
+    models with convolutions on a CPU (:data:`AUTO_CONV_STRATEGY`): on ``cifar-cnn``, vmap's grouped
+    convolutions ran at 50-54 GFLOP per CPU-second in fp32 and bf16, a loop at 83 (fp32) and 123 (bf16),
+    see ``benchmarks/bench_cnn.py``.
+    Either way the SGD update of all M models is one set of ``torch._foreach`` operations.
+
     ``precision="bf16"`` runs the forward (and so the backward) under ``torch.autocast``
     with bf16 on the tensors' device: parameters, momentum buffers and the loss stay float32.
-    ``channels_last=True`` stores image mini-batches as channels-last (see ``bench_cnn.py``).
     """
 
     def __init__(self, factory: Callable[[], nn.Module], seeds: Sequence[int], device: torch.device,
-                 precision: str = "fp32", channels_last: bool = False):
+                 precision: str = "fp32", strategy: str = "auto"):
         from torch.func import stack_module_state
 
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
         self.precision = precision
         self.dtype = compute_dtype(precision)
-        self.channels_last = bool(channels_last)
-
         models = []
         for seed in seeds:
             with torch.random.fork_rng(devices=[]):
@@ -434,6 +449,10 @@ class StackedModules:
             torch.func.replace_all_batch_norm_modules_(m)
             models.append(m.to(device))
         self.num_models = len(models)
+        if strategy == "auto":
+            has_conv = any(isinstance(mod, nn.modules.conv._ConvNd) for mod in models[0].modules())
+            strategy = AUTO_CONV_STRATEGY.get(torch.device(device).type, "vmap") if has_conv else "vmap"
+        self.strategy = strategy
         params, buffers = stack_module_state(models)
         self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         self.buffers = buffers
@@ -445,6 +464,7 @@ class StackedModules:
         setattr(parent, child, nn.Identity())
         self._feature_params = {k: v for k, v in self.params.items() if not k.startswith(last + ".")}
         self._bufs: list[torch.Tensor] | None = None
+        self._views: list[dict[str, torch.Tensor]] | None = None
 
     def _vmapped(self, base: nn.Module, params: dict, x: torch.Tensor, same_input: bool) -> torch.Tensor:
         from torch.func import functional_call, vmap
@@ -455,25 +475,37 @@ class StackedModules:
         in_dims = (0, 0, None if same_input else 0)
         return vmap(call, in_dims=in_dims)(params, self.buffers, x)
 
+    def _looped(self, base: nn.Module, params: dict, x: torch.Tensor, same_input: bool) -> torch.Tensor:
+        """The same as :meth:`_vmapped`, one model at a time on views of the stacked tensors."""
+        from torch.func import functional_call
+
+        outs = []
+        shared = _channels_last(x) if same_input else None
+        for m in range(self.num_models):
+            p = {k: v[m] for k, v in params.items()}
+            b = {k: v[m] for k, v in self.buffers.items()}
+            outs.append(functional_call(base, (p, b), (shared if same_input else _channels_last(x[m]),)))
+        return torch.stack(outs)
+
     def _autocast(self, device: torch.device):
         return torch.autocast(device_type=device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        if self.channels_last and x.dim() == 5:  # [M, B, C, H, W]: each model's batch channels-last
-            return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-        return x
+    def _forward(self, base: nn.Module, params: dict, x: torch.Tensor, same_input: bool) -> torch.Tensor:
+        run = self._looped if self.strategy == "loop" else self._vmapped
+        with self._autocast(x.device):
+            return run(base, params, x, same_input).float()
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, momentum: float, weight_decay: float) -> None:
         names = list(self.params)
-        with self._autocast(x.device):
-            logits = self._vmapped(self.base, self.params, self._layout(x), same_input=False)
-        # sum over models of each model's mean loss: each model gets its own gradient (float32 loss)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum") / x.shape[1]
-        grads = torch.autograd.grad(loss, [self.params[n] for n in names])
+        params = [self.params[n] for n in names]
+        if self.strategy == "loop":
+            grads = self._loop_grads(names, x, y)
+        else:
+            logits = self._forward(self.base, self.params, x, same_input=False)
+            # sum over models of each model's mean loss: each model gets its own gradient (float32 loss)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / x.shape[1]
+            grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
-            params = [self.params[n] for n in names]
             if self._bufs is None:
                 self._bufs = [torch.zeros_like(p) for p in params]
             if weight_decay:
@@ -482,17 +514,38 @@ class StackedModules:
             torch._foreach_add_(self._bufs, grads)
             torch._foreach_add_(params, self._bufs, alpha=-lr)
 
+    def _loop_grads(self, names: list[str], x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """Per-model gradients, stacked [M, ...] per parameter: model m's loss differentiated with respect
+        to leaf views of its slice of the stacked parameters (they share the stacked storage)."""
+        from torch.func import functional_call
+
+        if self._views is None:
+            self._views = [{k: self.params[k].detach()[m].requires_grad_(True) for k in names}
+                           for m in range(self.num_models)]
+        grads: list[list[torch.Tensor]] = [[] for _ in names]
+        for m, view in enumerate(self._views):
+            b = {k: v[m] for k, v in self.buffers.items()}
+            with self._autocast(x.device):
+                out = functional_call(self.base, (view, b), (_channels_last(x[m]),))
+            loss = F.cross_entropy(out.float(), y[m])
+            for i, g in enumerate(torch.autograd.grad(loss, [view[k] for k in names])):
+                grads[i].append(g)
+        return [torch.stack(g) for g in grads]
+
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        with self._autocast(x.device):
-            return torch.cat([self._vmapped(self.base, self.params, self._layout(c), True).float()
-                              for c in x.split(EVAL_CHUNK // 4)], dim=1)
+        return torch.cat([self._forward(self.base, self.params, c, True) for c in x.split(EVAL_CHUNK // 4)], dim=1)
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        with self._autocast(x.device):
-            return torch.cat([self._vmapped(self._feature_base, self._feature_params, self._layout(c), True).float()
-                              for c in x.split(EVAL_CHUNK // 4)], dim=1)
+        return torch.cat([self._forward(self._feature_base, self._feature_params, c, True)
+                          for c in x.split(EVAL_CHUNK // 4)], dim=1)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Image batches [B, C, H, W] channels-last (faster convolutions on the CPU: 59 -> 83 GFLOP per CPU-second
+    in fp32 and 82 -> 123 in bf16 on cifar-cnn); anything else unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def build_group(

@@ -61,12 +61,14 @@ def test_stacked_mlp_init_depends_only_on_seed():
     assert float(a.weights[0].abs().max()) <= bound
 
 
-def test_stacked_modules_match_per_model_training():
-    """The generic torch.func path gives each model its own gradient."""
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_stacked_modules_match_per_model_training(strategy):
+    """The generic torch.func path gives each model its own gradient, batched by vmap or looped."""
     def factory():
         return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
 
-    group = StackedModules(factory, seeds=[3, 4], device=torch.device("cpu"))
+    group = StackedModules(factory, seeds=[3, 4], device=torch.device("cpu"), strategy=strategy)
+    assert group.strategy == strategy
     nets = []
     for s in (3, 4):
         torch.manual_seed(s)
@@ -89,13 +91,29 @@ def test_stacked_modules_match_per_model_training():
         torch.testing.assert_close(feats[m], net[1](net[0](x_eval)).detach(), rtol=1e-5, atol=1e-5)
 
 
-def test_small_cnn_group_runs_on_images():
-    group = StackedModules(lambda: SmallCNN(3, 4, (4, 8)), seeds=[0, 1], device=torch.device("cpu"))
-    x = torch.randn(2, 5, 3, 16, 16)
-    y = torch.randint(0, 4, (2, 5))
-    group.train_step(x, y, 0.01, 0.9, 0.0)
-    assert group.logits(torch.randn(6, 3, 16, 16)).shape == (2, 6, 4)
-    assert group.features(torch.randn(6, 3, 16, 16)).shape == (2, 6, 8)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_small_cnn_group_loops_and_matches_vmap(precision):
+    """A CNN is looped model by model (channels-last) by default; its steps equal the vmapped ones."""
+    def factory():
+        return SmallCNN(3, 4, (4, 8))
+
+    looped = StackedModules(factory, seeds=[0, 1], device=torch.device("cpu"), precision=precision)
+    vmapped = StackedModules(factory, seeds=[0, 1], device=torch.device("cpu"), precision=precision, strategy="vmap")
+    assert looped.strategy == "loop"
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x = torch.randn(2, 5, 3, 16, 16, generator=gen)
+        y = torch.randint(0, 4, (2, 5), generator=gen)
+        looped.train_step(x, y, 0.05, 0.9, 5e-4)
+        vmapped.train_step(x, y, 0.05, 0.9, 5e-4)
+    tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=0.05, atol=5e-3)
+    for k in looped.params:
+        torch.testing.assert_close(looped.params[k], vmapped.params[k], **tol)
+    x_eval = torch.randn(6, 3, 16, 16)
+    assert looped.logits(x_eval).shape == (2, 6, 4) and looped.features(x_eval).shape == (2, 6, 8)
+    torch.testing.assert_close(looped.logits(x_eval), vmapped.logits(x_eval), **tol)
+    with pytest.raises(ValueError, match="unknown strategy 'pmap'"):
+        StackedModules(factory, seeds=[0], device=torch.device("cpu"), strategy="pmap")
 
 
 def test_factory_must_return_module():

@@ -264,3 +264,45 @@ def test_resolve_precision_on_cuda_devices(monkeypatch):
                                                              "(needs 8.0 or newer)")
     with pytest.raises(ValueError, match="'bf16' was requested but Fake H200"):
         resolve_precision("bf16", cuda, mlp)
+
+
+# ----------------------------------------------------------------------------- the GPU benchmark's code paths
+
+
+def _load_benchmark(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_gpu_code_paths_run_on_cpu(capsys):
+    """No GPU is lent here: the benchmark says so, and what it times runs on the CPU (tiny sizes)."""
+    from cscore_lab.data import from_arrays
+    from cscore_lab.recipes import Plan
+
+    bench = _load_benchmark("bench_gpu")
+    if bench.no_gpu_reason() is not None:
+        assert bench.main([]) == 0
+        assert "no CUDA GPU here" in capsys.readouterr().out
+    rng = np.random.default_rng(0)
+    mnist = from_arrays(rng.integers(0, 256, (300, 28, 28)).astype(np.uint8), np.arange(300) % 10, name="mnist-shaped")
+    plan = Plan(ratios=(0.5,), runs=2, shard_size=2)
+    for variant in ("fp32", "bf16"):
+        row = bench.measure_protocol(mnist, variant, plan, torch.device("cpu"), epochs=1)
+        assert row["models"] == 2 and row["models_per_s"] > 0 and row["tflops"] > 0
+    cifar = from_arrays(rng.integers(0, 256, (40, 3, 32, 32)).astype(np.uint8), np.arange(40) % 10, name="cifar-shaped")
+    row = bench.measure_cnn_shard(cifar, "bf16", 2, torch.device("cpu"), epochs=1)
+    assert row["models"] == 2 and row["seconds"] > 0
+    # the flop counts, by hand: MLP 784-512-256-10 (P = 535,040; first layer 401,408), one example, one epoch
+    assert bench.mlp_model_flops([784, 512, 256, 10], 1, 1, 1) == 6 * 535_040 - 2 * 401_408 + 2 * 535_040
+    fwd = 2 * (3 * 9 * 32 * 32 * 32 + 32 * 9 * 64 * 16 * 16 + 64 * 9 * 128 * 8 * 8) + 2 * 128 * 10
+    assert bench.cnn_model_flops((32, 64, 128), 1, 1, 1) == 3 * fwd - 2 * 3 * 9 * 32 * 32 * 32 + fwd
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with bench.precision_flags("tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
