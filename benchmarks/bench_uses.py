@@ -32,7 +32,11 @@ import numpy as np
 from cscore_lab.data import load_digits, load_mnist
 from cscore_lab.recipes import Plan, get_preset
 from cscore_lab.uses import (
-    active_collection_experiment, curriculum_experiment, low_score_regions, pruning_experiment, split_indices,
+    active_collection_experiment,
+    curriculum_experiment,
+    low_score_regions,
+    pruning_experiment,
+    split_indices,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -104,7 +108,7 @@ def mnist_scores(train, work: Path, proxy: bool = True) -> dict[str, np.ndarray]
 
 
 def cell(m: float, se: float) -> str:
-    return f"{m:.4f} ± {se:.4f}" if se == se else f"{m:.4f}"
+    return f"{m:.4f} ± {se:.4f}" if np.isfinite(se) else f"{m:.4f}"
 
 
 def pruning_table(res) -> str:

@@ -5,7 +5,12 @@ import pytest
 
 from cscore_lab.recipes import get_preset
 from cscore_lab.uses import (
-    CollectionResult, RegionTable, active_collection_experiment, collection_round, curriculum_order, low_score_regions,
+    CollectionResult,
+    RegionTable,
+    active_collection_experiment,
+    collection_round,
+    curriculum_order,
+    low_score_regions,
 )
 
 FAST = get_preset("digits-mlp").recipe.with_(epochs=2)
@@ -76,7 +81,7 @@ def test_collection_rounds_add_by_score_and_nest():
 
 def test_active_collection_experiment_bookkeeping_and_resume(digits, tmp_path):
     s = np.random.default_rng(2).random(len(digits))
-    kwargs = dict(start=100, add_per_round=100, rounds=2, recipe=FAST, seeds=2, workers=1)
+    kwargs = {"start": 100, "add_per_round": 100, "rounds": 2, "recipe": FAST, "seeds": 2, "workers": 1}
 
     def interrupt(p):
         if p.groups_done >= 2:

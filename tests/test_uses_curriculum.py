@@ -58,8 +58,8 @@ def test_curriculum_experiment_bookkeeping(digits, scores, tmp_path):
 
 
 def test_stop_event_then_rerun_gives_identical_numbers(digits, scores, tmp_path):
-    kwargs = dict(strategies=("curriculum", "random-curriculum", "weighted-hard"), steps=60, eval_every=20, seeds=2,
-                  group_size=3, workers=1)  # two groups of three models: one resume point in between
+    kwargs = {"strategies": ("curriculum", "random-curriculum", "weighted-hard"), "steps": 60, "eval_every": 20,
+              "seeds": 2, "group_size": 3, "workers": 1}  # two groups of three models: one resume point in between
     stop = threading.Event()
     seen = []
 

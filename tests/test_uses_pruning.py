@@ -116,8 +116,8 @@ def test_epochs_budget_scales_steps_with_the_kept_set(digits):
 
 def test_interrupted_pruning_resumes_with_identical_numbers(digits, tmp_path):
     s = np.random.default_rng(3).random(len(digits))
-    kwargs = dict(fractions=(0.2, 0.4, 0.6), keep=("least_regular", "random"), recipe=FAST, seeds=2, reference=False,
-                  workers=1)
+    kwargs = {"fractions": (0.2, 0.4, 0.6), "keep": ("least_regular", "random"), "recipe": FAST, "seeds": 2,
+              "reference": False, "workers": 1}
 
     def interrupt_after_first_group(p):
         if p.groups_done >= 1:
@@ -151,3 +151,5 @@ def test_pruning_validates_its_arguments(digits):
         pruning_experiment(digits, s[:-1], progress=False)
     with pytest.raises(ValueError, match="seeds"):
         pruning_experiment(digits, s, seeds=0, progress=False)
+    with pytest.raises(ValueError, match="seed must"):
+        pruning_experiment(digits, s, seed=-1, progress=False)

@@ -8,10 +8,14 @@ import torch
 
 from cscore_lab.cscores import CScores
 from cscore_lab.uses import (
-    CurriculumSampler, Pacing, balanced_order, curriculum_order, score_columns, score_weights,
+    CurriculumSampler,
+    Pacing,
+    balanced_order,
+    curriculum_order,
+    score_columns,
+    score_weights,
 )
 from cscore_lab.uses.samplers import EpochStream, PacedStream, WeightedStream, make_stream
-
 
 # --------------------------------------------------------------------------- pacing
 

@@ -22,7 +22,7 @@ def _curriculum():
 
 def test_curriculum_curves_draw_one_line_and_band_per_strategy():
     res = _curriculum()
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     assert figs.curriculum_curves(res, ax=ax) is ax
     assert len(ax.lines) == 3 and len(ax.collections) == 3
     x, y = ax.lines[1].get_data()
@@ -39,7 +39,7 @@ def test_pruning_curves_draw_each_configuration_and_the_reference():
     res = PruningResult((("cscore", "most_regular"), ("cscore", "least_regular"), ("random", "random")),
                         np.array([0.3, 0.6]), np.array([30, 60]), correct, np.array([95, 97, 96]), 100,
                         {"settings": {"budget": "steps"}})
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     assert figs.pruning_curves(res, ax=ax) is ax
     assert len(ax.containers) == 3  # one errorbar per curve
     assert np.allclose(ax.containers[2].lines[0].get_ydata(), res.accuracy[2].mean(1))
@@ -54,7 +54,7 @@ def test_collection_curves_and_region_bars():
     ax = figs.collection_curves(res)
     assert len(ax.lines) == 2 and np.array_equal(ax.lines[0].get_xdata(), [0, 50, 100])
     table = low_score_regions(np.array([0.1, 0.9, 0.4, 0.8, 0.3, 0.95]), np.array([0, 0, 0, 1, 1, 1]))
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     assert figs.region_bars(table, ax=ax) is ax
     assert [round(p.get_width(), 6) for p in ax.patches] == [round(2 / 3, 6), round(1 / 3, 6)]
     assert [t.get_text().strip() for t in ax.texts] == ["2/3", "1/3"]

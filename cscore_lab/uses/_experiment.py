@@ -62,6 +62,7 @@ def mean_stderr(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndar
 
 
 def resolve_recipe(recipe: Recipe | str) -> Recipe:
+    """``recipe`` itself, or the recipe of the preset of that name."""
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, str):
@@ -85,9 +86,17 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[
 
 
 def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an int if it is a positive integer (not a bool); else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int if it is a non-negative integer; else a ValueError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
 
 
 def check_budget(budget: str) -> str:

@@ -27,8 +27,19 @@ from ..data import Dataset
 from ..recipes import Recipe
 from ..results import ResultTable, check_array
 from ._experiment import (
-    ExperimentProgress, GroupPlan, ModelPlan, Runner, budget_steps, check_budget, check_positive_int, chunked,
-    derive_seed, mean_stderr, prepare_data, resolve_recipe,
+    ExperimentProgress,
+    GroupPlan,
+    ModelPlan,
+    Runner,
+    budget_steps,
+    check_budget,
+    check_positive_int,
+    check_seed,
+    chunked,
+    derive_seed,
+    mean_stderr,
+    prepare_data,
+    resolve_recipe,
 )
 from ._scores import score_columns, scores_digest
 from .samplers import EpochStream, curriculum_order
@@ -366,8 +377,8 @@ class CollectionResult(ResultTable):
         return frame.pivot(index="added", columns="strategy", values="cell")[list(self.strategies)]
 
     def _html_notes(self) -> list[str]:
-        return [f"start {int(self.sizes[0])} examples; mean ± standard error over {self.seeds} seeds; "
-                f"{self.n_test} test examples"]
+        return [(f"start {int(self.sizes[0])} examples; mean ± standard error over {self.seeds} seeds; "
+                 f"{self.n_test} test examples")]
 
     def __repr__(self) -> str:
         return (f"CollectionResult(strategies={list(self.strategies)}, rounds={self.added.size - 1}, "
@@ -377,7 +388,7 @@ class CollectionResult(ResultTable):
 def _count(name: str, value: Any, n: int) -> int:
     """An example count given as an int, or as a fraction in (0, 1) of ``n``."""
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be a count or a fraction, got {value!r}")
+        raise TypeError(f"{name} must be a count or a fraction, got {value!r}")
     if isinstance(value, (int, np.integer)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
@@ -474,6 +485,7 @@ def active_collection_experiment(
     if not strategies or any(s not in COLLECTION_STRATEGIES for s in strategies) or len(set(strategies)) != len(strategies):
         raise ValueError(f"strategies must be distinct choices from {COLLECTION_STRATEGIES}, got {strategies!r}")
     seeds = check_positive_int("seeds", seeds)
+    seed = check_seed(seed)
     rounds = check_positive_int("rounds", rounds)
     budget = check_budget(budget)
     if group_size is not None:

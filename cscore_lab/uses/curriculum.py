@@ -23,8 +23,17 @@ from ..data import Dataset
 from ..recipes import Recipe
 from ..results import ResultTable, check_array
 from ._experiment import (
-    ExperimentProgress, GroupPlan, ModelPlan, Runner, check_positive_int, chunked, derive_seed, mean_stderr,
-    prepare_data, resolve_recipe,
+    ExperimentProgress,
+    GroupPlan,
+    ModelPlan,
+    Runner,
+    check_positive_int,
+    check_seed,
+    chunked,
+    derive_seed,
+    mean_stderr,
+    prepare_data,
+    resolve_recipe,
 )
 from ._scores import score_columns, scores_digest
 from .samplers import PACED, STRATEGIES, Pacing, make_stream
@@ -143,8 +152,8 @@ class CurriculumResult(ResultTable):
 
     def _html_notes(self) -> list[str]:
         m = self.meta
-        notes = [f"{self.seeds} seeds, {self.n_test} test examples, evaluated at {self.eval_steps.size} steps "
-                 f"up to {int(self.eval_steps[-1])}; mean ± standard error over seeds"]
+        notes = [(f"{self.seeds} seeds, {self.n_test} test examples, evaluated at {self.eval_steps.size} steps "
+                  f"up to {int(self.eval_steps[-1])}; mean ± standard error over seeds")]
         if m.get("pacing"):
             notes.append(f"pacing {m['pacing'].get('kind')}: start {m['pacing'].get('start')}, "
                          f"full at {m['pacing'].get('full_at')} of the steps")
@@ -249,6 +258,7 @@ def curriculum_experiment(
         raise ValueError(f"strategies must be distinct, got {strategies!r}")
     pacing = Pacing.of(pacing)
     seeds = check_positive_int("seeds", seeds)
+    seed = check_seed(seed)
     if group_size is not None:
         group_size = check_positive_int("group_size", group_size)
     if not (isinstance(weight_ratio, (int, float)) and weight_ratio >= 1):

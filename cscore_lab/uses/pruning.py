@@ -51,8 +51,19 @@ from ..data import Dataset
 from ..recipes import Recipe
 from ..results import ResultTable, check_array
 from ._experiment import (
-    ExperimentProgress, GroupPlan, ModelPlan, Runner, budget_steps, check_budget, check_positive_int, chunked,
-    derive_seed, mean_stderr, prepare_data, resolve_recipe,
+    ExperimentProgress,
+    GroupPlan,
+    ModelPlan,
+    Runner,
+    budget_steps,
+    check_budget,
+    check_positive_int,
+    check_seed,
+    chunked,
+    derive_seed,
+    mean_stderr,
+    prepare_data,
+    resolve_recipe,
 )
 from ._scores import score_columns, scores_digest
 from .samplers import EpochStream, curriculum_order
@@ -65,7 +76,7 @@ DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 def kept_count(fraction: float, n: int) -> int:
     """``floor(fraction * n)``, at least 1 (with a 1e-9 guard so ``0.29 * 100`` keeps 29)."""
-    return max(1, int(math.floor(fraction * n + 1e-9)))
+    return max(1, math.floor(fraction * n + 1e-9))
 
 
 def _check_fraction(f: Any) -> float:
@@ -249,8 +260,8 @@ class PruningResult(ResultTable):
         return self.table()
 
     def _html_notes(self) -> list[str]:
-        notes = [f"mean ± standard error over {self.seeds} seeds; {self.n_test} test examples; "
-                 f"budget: {self.meta.get('settings', {}).get('budget', '?')}"]
+        notes = [(f"mean ± standard error over {self.seeds} seeds; {self.n_test} test examples; "
+                  f"budget: {self.meta.get('settings', {}).get('budget', '?')}")]
         m, se = self.reference_accuracy()
         if math.isfinite(m):
             notes.append(f"whole training set: {m:.4f} ± {se:.4f}")
@@ -332,6 +343,7 @@ def pruning_experiment(
     if not keep or any(k not in KEEP_RULES for k in keep) or len(set(keep)) != len(keep):
         raise ValueError(f"keep must be distinct rules from {KEEP_RULES}, got {keep!r}")
     seeds = check_positive_int("seeds", seeds)
+    seed = check_seed(seed)
     budget = check_budget(budget)
     if group_size is not None:
         group_size = check_positive_int("group_size", group_size)

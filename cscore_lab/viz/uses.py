@@ -8,6 +8,7 @@ standard errors come from the result's ``to_frame()``; nothing here trains or co
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Sequence
 
 from .plots import _axes
@@ -60,9 +61,9 @@ def pruning_curves(result: "PruningResult", *, ax: "Axes | None" = None,
         ax.errorbar(f["fraction"], f["accuracy"], yerr=f["stderr"].fillna(0), marker="o", markersize=3, capsize=2,
                     label=label, linestyle="--" if kp == "random" else "-", color="0.35" if kp == "random" else None)
     m, se = result.reference_accuracy()
-    if reference and m == m:
+    if reference and math.isfinite(m):
         ax.axhline(m, color="0.2", linestyle=":", linewidth=1, label="whole training set")
-        if se == se:
+        if math.isfinite(se):
             ax.axhspan(m - se, m + se, color="0.5", alpha=0.12, linewidth=0)
     budget = result.meta.get("settings", {}).get("budget", "")
     ax.set_xlabel("fraction of the training set kept")
