@@ -11,6 +11,19 @@ from a run folder, and returns a results table (:class:`~cscore_lab.results.Resu
   :class:`CollectionResult`.
 
 Every score is oriented like the C-score: higher = more regular.
+
+Example::
+
+    from cscore_lab import Plan, estimate, load_dataset
+    from cscore_lab.uses import curriculum_experiment, pruning_experiment
+    from cscore_lab.viz.uses import curriculum_curves, pruning_curves
+
+    ds = load_dataset("digits")
+    cs = estimate(ds, "digits-mlp", Plan(runs=20))
+    res = pruning_experiment(ds, cs, out="runs/prune-digits")   # 20% test split; a rerun resumes
+    res.table(); pruning_curves(res)
+    cur = curriculum_experiment(ds, cs, strategies=("curriculum", "anti-curriculum", "random"))
+    cur.compare("random"); curriculum_curves(cur)
 """
 
 from ._experiment import ExperimentProgress, mean_stderr, split_indices
