@@ -92,7 +92,7 @@ def plain_steps(x, y, steps: int, precision: str, channels_last: bool, recipe, m
         gen = torch.Generator().manual_seed(seed)
         batches = [torch.randint(0, x.shape[0], (recipe.batch_size,), generator=gen) for _ in range(steps + 1)]
 
-        def step(idx):
+        def step(idx, net=net, opt=opt):
             xb = x[idx]
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)

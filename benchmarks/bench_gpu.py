@@ -127,7 +127,7 @@ def measure_protocol(ds: Dataset, variant: str, plan: Plan, device: torch.device
     if epochs:
         recipe = recipe.with_(epochs=epochs)
     sizes = [int(np.prod(ds.input_shape)), *recipe.hidden, ds.num_classes]
-    flops = sum(mlp_model_flops(sizes, int(math.floor(r * len(ds))), recipe.epochs, len(ds)) for r in plan.ratios) * plan.runs
+    flops = sum(mlp_model_flops(sizes, math.floor(r * len(ds)), recipe.epochs, len(ds)) for r in plan.ratios) * plan.runs
     with precision_flags(variant):
         seconds = timed_estimate(ds, recipe, plan, device)
     return {"what": "mnist-mlp protocol", "variant": variant, "models": plan.total_runs, "seconds": seconds,
@@ -142,7 +142,7 @@ def measure_cnn_shard(ds: Dataset, variant: str, models: int, device: torch.devi
         recipe = recipe.with_(epochs=epochs)
     plan = Plan(ratios=(ratio,), runs=models, shard_size=models)
     size = int(ds.input_shape[-1])
-    flops = cnn_model_flops(recipe.hidden, int(math.floor(ratio * len(ds))), recipe.epochs, len(ds), size=size,
+    flops = cnn_model_flops(recipe.hidden, math.floor(ratio * len(ds)), recipe.epochs, len(ds), size=size,
                             in_channels=int(ds.input_shape[0]), classes=ds.num_classes) * models
     with precision_flags(variant):
         seconds = timed_estimate(ds, recipe, plan, device)

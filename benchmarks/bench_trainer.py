@@ -34,7 +34,12 @@ from cscore_lab.data import from_arrays, load_digits
 from cscore_lab.holdout import estimate
 from cscore_lab.recipes import Plan, get_preset
 from cscore_lab.shards import draw_subset
-from cscore_lab.trainer import fast_bf16, model_seeds, prepare_inputs, train_one_at_a_time
+from cscore_lab.trainer import (
+    fast_bf16,
+    model_seeds,
+    prepare_inputs,
+    train_one_at_a_time,
+)
 
 
 def cpu_seconds() -> float:

@@ -6,10 +6,13 @@ Two families share one small interface (:class:`ModelGroup`):
   written as batched matrix products and SGD-with-momentum fused into the gradient
   product. This is where the speed on small models comes from.
 * :class:`StackedModules` — any ``torch.nn.Module`` built by a factory (the CNN
-  preset, or the user's own), stacked with ``torch.func`` and trained with autograd.
+  preset, or the user's own), its parameters stacked, run through ``torch.func.vmap``
+  or model by model (CNNs on a CPU), and trained with autograd.
 
 Both train with PyTorch's SGD convention: ``buf = momentum*buf + grad + wd*param``,
-``param -= lr*buf``; and both initialise each model from its own seed.
+``param -= lr*buf``; both initialise each model from its own seed; both take a
+``precision`` (``"fp32"``, or ``"bf16"``: bf16 operands in the products, float32 master
+weights, momentum buffers and loss).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from torch import nn
 
 from .recipes import PRECISIONS
 
-__all__ = ["ModelGroup", "StackedMLP", "StackedModules", "SmallCNN", "build_group", "compute_dtype", "EVAL_CHUNK"]
+__all__ = ["ModelGroup", "StackedMLP", "StackedModules", "SmallCNN", "build_group", "compute_dtype", "EVAL_CHUNK",
+           "STEP_BLOCK_BYTES", "AUTO_CONV_STRATEGY"]
 
 EVAL_CHUNK = 4096  # examples per evaluation chunk, bounds memory at M x chunk x width
 #: A training step runs block by block of models whose parameters, momentum and activations take about
@@ -123,7 +127,7 @@ def _bf16_sgd_kernel():
             w[i] = wi
             bits = f32_bits(wi)
             rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-            w_low[i] = np.uint16(0x7FC0) if wi != wi else np.uint16(rounded)
+            w_low[i] = np.uint16(0x7FC0) if np.isnan(wi) else np.uint16(rounded)
 
     return sgd_bf16
 

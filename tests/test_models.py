@@ -106,7 +106,7 @@ def test_small_cnn_group_loops_and_matches_vmap(precision):
         y = torch.randint(0, 4, (2, 5), generator=gen)
         looped.train_step(x, y, 0.05, 0.9, 5e-4)
         vmapped.train_step(x, y, 0.05, 0.9, 5e-4)
-    tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=0.05, atol=5e-3)
+    tol = {"rtol": 1e-4, "atol": 1e-5} if precision == "fp32" else {"rtol": 0.05, "atol": 5e-3}
     for k in looped.params:
         torch.testing.assert_close(looped.params[k], vmapped.params[k], **tol)
     x_eval = torch.randn(6, 3, 16, 16)

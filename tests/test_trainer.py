@@ -7,22 +7,17 @@ import torch
 from cscore_lab import trainer
 from cscore_lab.data import load_digits
 from cscore_lab.recipes import Recipe, get_preset
+from cscore_lab.shards import draw_subset
 from cscore_lab.trainer import (
     model_seeds,
     predict_correct,
     prepare_inputs,
     resolve_device,
     resolve_precision,
+    torch_threads,
     train_group,
     train_one_at_a_time,
 )
-
-from cscore_lab.shards import draw_subset
-
-try:  # issue 13 moves the thread policy from backends.py to trainer.py
-    from cscore_lab.trainer import torch_threads
-except ImportError:  # pragma: no cover
-    from cscore_lab.backends import torch_threads
 
 
 def _digits_setup(n_models, ratio=0.5, examples=None, **recipe_changes):
@@ -44,7 +39,7 @@ def _heldout_accuracy(correct, subsets, n):
 def test_stacked_training_is_the_plain_loop_one_model_at_a_time():
     """Same initial weights, same batches: after an epoch every stacked model equals the plain
     nn.Module + torch.optim.SGD loop up to float32 summation order."""
-    ds, recipe, x, y, seeds, subsets = _digits_setup(4, epochs=1)
+    _, recipe, x, y, seeds, subsets = _digits_setup(4, epochs=1)
     with torch_threads(1):
         group = train_group(x, y, subsets, recipe, seeds, num_classes=10)
         for i in (0, 3):
@@ -85,7 +80,7 @@ def test_bf16_training_reaches_fp32_accuracy():
 
 def test_same_seeds_same_models_whatever_the_group():
     """A model's result depends on its own seeds, not on which models share its group."""
-    ds, recipe, x, y, seeds, subsets = _digits_setup(4, examples=400, epochs=2)
+    _, recipe, x, y, seeds, subsets = _digits_setup(4, examples=400, epochs=2)
     all4 = train_group(x, y, subsets, recipe, seeds, num_classes=10)
     again = train_group(x, y, subsets, recipe, seeds, num_classes=10)
     for a, b in zip(all4.params, again.params):
@@ -95,7 +90,7 @@ def test_same_seeds_same_models_whatever_the_group():
 
 
 def test_progress_reports_steps_through_the_training():
-    ds, recipe, x, y, seeds, subsets = _digits_setup(2, examples=300, epochs=3, batch_size=32)
+    _, recipe, x, y, seeds, subsets = _digits_setup(2, examples=300, epochs=3, batch_size=32)
     calls = []
     train_group(x, y, subsets, recipe, seeds, num_classes=10, progress=lambda done, total: calls.append((done, total)))
     total = -(-150 // 32) * 3  # 5 steps per epoch (the last one of 22 examples), 3 epochs
@@ -127,7 +122,7 @@ def test_step_and_epoch_hooks_are_called_at_their_cadence():
         def on_epoch_end(self, epoch, group):
             self.epochs.append(epoch)
 
-    ds, recipe, x, y, seeds, subsets = _digits_setup(3, examples=300, epochs=3, batch_size=32)
+    _, recipe, x, y, seeds, subsets = _digits_setup(3, examples=300, epochs=3, batch_size=32)
     rec, ep = Recorder(), EpochOnly()
     train_group(x, y, subsets, recipe, seeds, num_classes=10, callbacks=[rec, ep])
     assert rec.steps == [(s, 3) for s in (4, 8, 12)]  # 15 steps in all
@@ -148,7 +143,7 @@ def test_step_and_epoch_hooks_are_called_at_their_cadence():
 def test_stop_interrupts_between_steps():
     import threading
 
-    ds, recipe, x, y, seeds, subsets = _digits_setup(2, examples=300, epochs=2)
+    _, recipe, x, y, seeds, subsets = _digits_setup(2, examples=300, epochs=2)
     stop = threading.Event()
     seen = []
 
@@ -256,12 +251,12 @@ def test_resolve_precision_on_cuda_devices(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Fake H200")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
-    assert resolve_precision("auto", cuda, mlp) == (
-        "bf16", "bf16: Fake H200 (compute capability 9.0) has bf16 tensor cores; mlp recipes pass the fidelity check")
+    fast = "bf16: Fake H200 (compute capability 9.0) has bf16 tensor cores; mlp recipes pass the fidelity check"
+    assert resolve_precision("auto", cuda, mlp) == ("bf16", fast)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 0))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert resolve_precision("auto", cuda, mlp) == ("fp32", "fp32: Fake H200 (compute capability 7.0) has no fast bf16 "
-                                                             "(needs 8.0 or newer)")
+    no_fast = "fp32: Fake H200 (compute capability 7.0) has no fast bf16 (needs 8.0 or newer)"
+    assert resolve_precision("auto", cuda, mlp) == ("fp32", no_fast)
     with pytest.raises(ValueError, match="'bf16' was requested but Fake H200"):
         resolve_precision("bf16", cuda, mlp)
 
