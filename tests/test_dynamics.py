@@ -1,4 +1,4 @@
-"""Learning-speed proxies: hand-computed references and real (small) full-data training."""
+"""Learning-speed proxies: hand-computed references, the recorders on real (small) full-data training."""
 
 import math
 
@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from cscore_lab.data import load_digits
-from cscore_lab.proxies.dynamics import (
-    DYNAMICS_PROXIES, DynamicsRecorder, FeatureRecorder, LearningDynamics, forgetting_events,
-)
+from cscore_lab.proxies.dynamics import DYNAMICS_PROXIES, LearningDynamics, forgetting_events
+from cscore_lab.proxies.recorders import DynamicsRecorder, FeatureRecorder
 from cscore_lab.recipes import Recipe
 from cscore_lab.trainer import model_seeds, predict_correct, prepare_inputs, train_group
 
@@ -62,22 +61,27 @@ def test_learning_dynamics_checks_shapes():
         LearningDynamics(np.array([1, 2]), p, p, p[:, :, :2], c)
 
 
+RECIPE = Recipe(name="tiny", hidden=(32,), learning_rate=0.1, batch_size=16, epochs=3)  # 300 examples: 19 steps/epoch
+
+
 @pytest.fixture(scope="module")
 def trained():
-    """Two full-data MLPs on 300 digits, 3 epochs, with both recorders attached."""
+    """Two full-data MLPs on 300 digits, 3 epochs, with recorders per epoch, every 2nd epoch and every k steps."""
     ds = load_digits().subset(np.arange(300))
-    recipe = Recipe(name="tiny", hidden=(32,), learning_rate=0.1, batch_size=16, epochs=3)
-    x, y = prepare_inputs(ds, recipe, torch.device("cpu"))
+    x, y = prepare_inputs(ds, RECIPE, torch.device("cpu"))
     dyn = DynamicsRecorder(x, y)
     every2 = DynamicsRecorder(x, y, every=2)
+    aligned = DynamicsRecorder.for_recipe(x, y, RECIPE, train_size=300, every_steps=19)  # lands on every epoch end
+    odd = DynamicsRecorder.for_recipe(x, y, RECIPE, train_size=300, every_steps=5)
     feats = FeatureRecorder(x, [3, 1])
     seeds = [model_seeds(7, 1.0, r) for r in range(2)]
-    group = train_group(x, y, [np.arange(300)] * 2, recipe, seeds, num_classes=10, callbacks=[dyn, every2, feats])
-    return group, x, y, dyn.result(), every2.result(), feats
+    group = train_group(x, y, [np.arange(300)] * 2, RECIPE, seeds, num_classes=10,
+                        callbacks=[dyn, every2, aligned, odd, feats])
+    return group, x, y, dyn.result(), every2.result(), feats, aligned.result(), odd.result()
 
 
 def test_recorder_matches_the_final_model(trained):
-    group, x, y, dyn, every2, _ = trained
+    group, x, y, dyn, every2, *_ = trained
     assert dyn.correct.shape == (3, 2, 300) and dyn.label_prob.dtype == np.float16
     np.testing.assert_array_equal(dyn.epochs, [1, 2, 3])
     np.testing.assert_array_equal(every2.epochs, [2])
@@ -91,7 +95,7 @@ def test_recorder_matches_the_final_model(trained):
 
 
 def test_recorded_values_are_consistent(trained):
-    _, _, _, dyn, _, _ = trained
+    dyn = trained[3]
     lp, mp, ent = (a.astype(np.float64) for a in (dyn.label_prob, dyn.max_prob, dyn.entropy))
     assert (mp >= lp - 1e-3).all()
     np.testing.assert_allclose(lp[dyn.correct], mp[dyn.correct], atol=1e-3)
@@ -104,20 +108,55 @@ def test_recorded_values_are_consistent(trained):
 
 
 def test_feature_recorder(trained):
-    group, x, _, _, _, feats = trained
+    group, x, _, _, _, feats, *_ = trained
     assert feats.epochs == (1, 3) and sorted(feats.features) == [1, 3]
     assert feats.features[1].shape == (2, 300, 32) and feats.features[1].dtype == np.float32
     np.testing.assert_allclose(feats.features[3], group.features(x).numpy())
     assert not np.allclose(feats.features[1], feats.features[3])
 
 
+def test_step_records_are_the_epoch_records_where_they_coincide(trained):
+    """Records every k steps (the trainer's per-step hook) see the same model states as per-epoch records."""
+    *_, dyn, _, _, aligned, odd = trained
+    np.testing.assert_array_equal(aligned.epochs, [1, 2, 3])  # step 19, 38, 57 = the ends of the epochs
+    for name in ("label_prob", "max_prob", "entropy", "correct"):
+        np.testing.assert_array_equal(getattr(aligned, name), getattr(dyn, name))
+    # steps 5, 10, ..., 55, then the end of training (step 57), in epochs of 19 steps
+    np.testing.assert_allclose(odd.epochs, [*(np.arange(5, 56, 5) / 19), 3.0])
+    np.testing.assert_array_equal(odd.correct[-1], dyn.correct[-1])
+    assert odd.num_records == 12 and odd.correct.shape == (12, 2, 300)
+    # between epochs the models are somewhere else: the records are not copies of the epoch records
+    assert not np.array_equal(odd.label_prob[0], dyn.label_prob[0])
+
+
+def test_finer_records_count_forgetting_between_epochs():
+    # one example, learned, forgotten and relearned inside epoch 1: per-epoch records see none of it
+    steps = np.array([[1], [0], [1], [1]], dtype=bool)[:, None, :]  # records at quarter epochs
+    epochs = steps[[3]]  # the epoch-end record only
+    p = np.full(steps.shape, 0.5, dtype=np.float16)
+    fine = LearningDynamics(np.array([0.25, 0.5, 0.75, 1.0]), p, p, p, steps).proxies()
+    coarse = LearningDynamics(np.array([1.0]), p[[3]], p[[3]], p[[3]], epochs).proxies()
+    assert fine["neg_forgetting"][0] == -1.0 and coarse["neg_forgetting"][0] == 0.0
+    assert fine["cum_accuracy"][0] == 0.75 and coarse["cum_accuracy"][0] == 1.0
+
+
 def test_recorder_arguments():
     x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
-    with pytest.raises(ValueError, match="every must be a positive integer"):
+    with pytest.raises(ValueError, match="every must be an integer >= 1, got 0"):
         DynamicsRecorder(x, y, every=0)
+    with pytest.raises(ValueError, match="every_steps must be an integer >= 1, got 0"):
+        DynamicsRecorder(x, y, every_steps=0, steps_per_epoch=2, epochs=2)
+    with pytest.raises(ValueError, match="needs steps_per_epoch and epochs"):
+        DynamicsRecorder(x, y, every_steps=2)
+    with pytest.raises(ValueError, match="every_steps=5 is more than the 4 steps"):
+        DynamicsRecorder(x, y, every_steps=5, steps_per_epoch=2, epochs=2)
+    with pytest.raises(ValueError, match="not both"):
+        DynamicsRecorder(x, y, every=2, every_steps=1, steps_per_epoch=2, epochs=2)
     with pytest.raises(ValueError, match="x has 4 examples but y has 3"):
         DynamicsRecorder(x, y[:3])
     with pytest.raises(ValueError, match="nothing was recorded"):
         DynamicsRecorder(x, y).result()
-    with pytest.raises(ValueError, match="feature epochs must be positive"):
+    with pytest.raises(ValueError, match="feature epochs must be positive integers"):
         FeatureRecorder(x, [0, 2])
+    with pytest.raises(ValueError, match=r"no features after epoch 2: this recorder keeps epochs \[1\]"):
+        FeatureRecorder(x, [1]).get(2)

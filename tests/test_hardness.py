@@ -8,41 +8,47 @@ import pytest
 import torch
 from torch import nn
 
-from cscore_lab.analysis import detect_label_noise
+from cscore_lab.analysis import detect_injected
 from cscore_lab.data import inject_label_noise, load_digits
 from cscore_lab.models import StackedMLP, StackedModules, build_group
+from cscore_lab.proxies.gradients import error_norms, gradient_norms, input_gradients
 from cscore_lab.proxies.hardness import (
-    CLEANLAB_EXTRA,
-    HardnessRecorder,
-    InputGradientRecorder,
     Trajectory,
-    TrajectoryRecorder,
     aum,
-    cleanlab_scores,
-    cross_validation_folds,
     dataiq_aleatoric,
     dataiq_epistemic,
     datamap_confidence,
     datamap_variability,
     default_early_epoch,
     el2n,
-    error_norms,
     final_loss,
     final_margin,
-    gradient_norms,
     grand,
-    hardness_scores,
-    input_gradients,
-    out_of_sample_probabilities,
     prototypicality,
     vog,
     vog_raw,
 )
+from cscore_lab.proxies.label_issues import (
+    CLEANLAB_EXTRA,
+    cleanlab_scores,
+    cross_validation_folds,
+    out_of_sample_probabilities,
+)
+from cscore_lab.proxies.recorders import InputGradientRecorder, NormRecorder, TrajectoryRecorder
+from cscore_lab.proxies.suite import compute_proxies
 from cscore_lab.recipes import Recipe
 from cscore_lab.trainer import model_seeds, prepare_inputs, train_group
 
 CPU = torch.device("cpu")
 TINY = Recipe(name="tiny", hidden=(16,), learning_rate=0.1, batch_size=50, epochs=3)
+#: The families of the field's hardness scores that one shared training gives (cleanlab trains its own).
+RECORDED = ["aum", "el2n", "grand", "vog", "datamap", "dataiq", "loss", "prototypicality"]
+
+
+def hardness(dataset, recipe, **options):
+    """The hardness columns of the suite (no kde/knn/lof/dynamics), as a dict."""
+    options.setdefault("families", RECORDED)
+    return compute_proxies(dataset, recipe, device="cpu", **options).values
 
 
 # --------------------------------------------------------------------------- hand-computed cases
@@ -60,7 +66,6 @@ def test_trajectory_from_hand_written_logits_and_aum():
     np.testing.assert_allclose(t.label_logprob[:, 0], [[2 - lse([2, 0, 1]), 3 - lse([0, 3, 3])],
                                                        [-math.log(3), 4 - lse([1, -1, 4])]], rtol=1e-6)
     np.testing.assert_allclose(aum(t.margin), [0.5, 1.5])
-    np.testing.assert_allclose(t.scores(["aum"])["aum"], [0.5, 1.5])
     np.testing.assert_allclose(final_margin(t.margin[-1]), [0, 3])
     np.testing.assert_allclose(final_loss(t.label_logprob[-1]), [-math.log(3), 4 - lse([1, -1, 4])], rtol=1e-6)
 
@@ -334,39 +339,41 @@ def test_step_mode_without_a_per_step_hook_is_refused(digits):
 def test_train_group_drives_the_step_recorder(digits):
     ds = digits.subset(np.arange(200))
     x, y = prepare_inputs(ds, TINY, CPU)
-    rec = HardnessRecorder.for_recipe(x, y, TINY, train_size=200, families=["aum"], every_steps=2)
-    try:
-        train_group(x, y, [np.arange(200)], TINY, [model_seeds(0, 1.0, 0)], num_classes=10, callbacks=[rec])
-    except RuntimeError as exc:
-        assert "never called on_step" in str(exc)
-        pytest.skip("this train_group has no per-step hook yet (on_step/every_steps, issue 10 point 5)")
-    np.testing.assert_allclose(rec.trajectory.result().epochs, np.arange(1, 7) / 2)
+    rec = TrajectoryRecorder.for_recipe(x, y, TINY, train_size=200, every_steps=2)
+    train_group(x, y, [np.arange(200)], TINY, [model_seeds(0, 1.0, 0)], num_classes=10, callbacks=[rec])
+    np.testing.assert_allclose(rec.result().epochs, np.arange(1, 7) / 2)
 
 
-def test_hardness_recorder_shares_a_training_with_other_recorders(digits):
-    from cscore_lab.proxies.dynamics import DynamicsRecorder
-
+def test_the_suite_reads_the_recorders_it_attaches(digits):
+    """compute_proxies' hardness columns are the score functions of the recorders on the same training."""
     ds = digits.subset(np.arange(300))
     x, y = prepare_inputs(ds, TINY, CPU)
-    rec = HardnessRecorder.for_recipe(x, y, TINY, train_size=300, families=["aum", "el2n", "final", "prototypicality"])
-    dyn = DynamicsRecorder(x, y)
+    traj, norms = TrajectoryRecorder(x, y), NormRecorder(x, y, [1])
+    vogs = InputGradientRecorder(x, y, (1, 2, 3))
+    from cscore_lab.proxies.recorders import FeatureRecorder
+
+    feats = FeatureRecorder(x, [1, 3])
     train_group(x, y, [np.arange(300)] * 2, TINY, [model_seeds(7, 1.0, r) for r in range(2)], num_classes=10,
-                callbacks=[dyn, rec])
-    got = rec.scores()
-    assert list(got) == rec.columns == ["aum", "el2n_e1", "final_loss", "final_margin", "prototypicality_e1",
-                                        "prototypicality_e3"]
-    alone = hardness_scores(ds, TINY, runs=2, seed=7, device="cpu", families=["aum", "el2n", "final", "prototypicality"])
-    for name in got:
-        np.testing.assert_array_equal(got[name], alone[name])
-    # the trajectory's label probabilities are the learning-speed recorder's (float16 there)
-    np.testing.assert_allclose(rec.trajectory.result().label_prob, dyn.result().label_prob, atol=1e-3)
+                callbacks=[traj, norms, vogs, feats])
+    got = hardness(ds, TINY, runs=2, seed=7)
+    assert list(got) == ["aum", "el2n_e1", "grand_e1", "vog", "datamap_confidence", "datamap_variability",
+                         "dataiq_aleatoric", "final_loss", "final_margin", "prototypicality_e1", "prototypicality_e3"]
+    t = traj.result()
+    expect = {"aum": aum(t.margin), "el2n_e1": el2n(norms.error_norm[1]), "grand_e1": grand(norms.grad_norm[1]),
+              "vog": vog(vogs.raw(), ds.labels), "datamap_confidence": datamap_confidence(t.label_prob),
+              "datamap_variability": datamap_variability(t.label_prob), "dataiq_aleatoric": dataiq_aleatoric(t.label_prob),
+              "final_loss": final_loss(t.label_logprob[-1]), "final_margin": final_margin(t.margin[-1]),
+              "prototypicality_e1": prototypicality(feats.features[1], ds.labels),
+              "prototypicality_e3": prototypicality(feats.features[3], ds.labels)}
+    for name, value in expect.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
 # --------------------------------------------------------------------------- validation
 
 
 def test_scores_refuse_bad_input():
-    with pytest.raises(ValueError, match=r"margin must be \[records, models, examples\]"):
+    with pytest.raises(ValueError, match=r"margin must be 3-D \[records, models, examples\], got shape \(2, 3\)"):
         aum(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="non-finite"):
         aum(np.full((1, 1, 2), np.nan))
@@ -378,9 +385,9 @@ def test_scores_refuse_bad_input():
         vog_raw(np.zeros((1, 1, 2, 3)))
     with pytest.raises(ValueError, match="input_grads must be"):
         vog_raw(np.zeros((2, 1, 2, 3, 3)))
-    with pytest.raises(ValueError, match="labels has shape"):
+    with pytest.raises(ValueError, match="labels must have one entry per example: got length 2, expected 3"):
         vog(np.ones((1, 3)), np.array([0, 1]))
-    with pytest.raises(TypeError, match="labels must be integers"):
+    with pytest.raises(TypeError, match="labels must have an integer dtype, got dtype float64"):
         prototypicality(np.ones((1, 2, 2)), np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="metric must be"):
         prototypicality(np.ones((1, 2, 2)), np.array([0, 1]), metric="manhattan")
@@ -397,21 +404,27 @@ def test_recorders_and_entry_point_refuse_bad_options(digits):
     with pytest.raises(ValueError, match="at least 2 checkpoint"):
         InputGradientRecorder(x, y, (2,))
     with pytest.raises(ValueError, match="leave 'vog' out"):
-        HardnessRecorder(x, y, epochs=1, families=["vog"])
+        compute_proxies(digits, TINY.with_(epochs=1), families=["vog"])
+    with pytest.raises(ValueError, match=r"VoG needs at least 2 checkpoint epochs, got vog_epochs=\[2\]"):
+        compute_proxies(digits, TINY, families=["vog"], vog_epochs=[2])
     with pytest.raises(ValueError, match="needs steps_per_epoch"):
         TrajectoryRecorder(x, y, every_steps=2)
-    with pytest.raises(ValueError, match=r"early_epoch must be epochs in 1\.\.3"):
-        HardnessRecorder(x, y, epochs=3, early_epoch=4)
-    with pytest.raises(ValueError, match="every_steps applies to the trajectory"):
-        HardnessRecorder(x, y, epochs=3, families=["el2n"], every_steps=2, steps_per_epoch=1)
-    with pytest.raises(ValueError, match="unknown hardness score families"):
-        hardness_scores(digits, TINY, families=["aum", "magic"])
-    with pytest.raises(ValueError, match="runs must be a positive integer"):
-        hardness_scores(digits, TINY, runs=0)
+    with pytest.raises(ValueError, match=r"early_epoch must be an integer in 1\.\.3, got 4"):
+        compute_proxies(digits, TINY, families=["el2n"], early_epoch=4)
+    with pytest.raises(ValueError, match=r"prototype_epochs must be integers in 1\.\.3"):
+        compute_proxies(digits, TINY, families=["prototypicality"], prototype_epochs=[0])
+    with pytest.raises(ValueError, match="prototype_metric must be"):
+        compute_proxies(digits, TINY, families=["prototypicality"], prototype_metric="manhattan")
+    with pytest.raises(ValueError, match=r"unknown proxy families \['magic'\]"):
+        compute_proxies(digits, TINY, families=["aum", "magic"])
+    with pytest.raises(ValueError, match="runs must be an integer >= 1, got 0"):
+        compute_proxies(digits, TINY, runs=0)
     with pytest.raises(TypeError, match="Dataset"):
-        hardness_scores(np.zeros((3, 3)), TINY)
+        compute_proxies(np.zeros((3, 3)), TINY)
     with pytest.raises(TypeError, match="StackedMLP or StackedModules"):
         gradient_norms(object(), x, y)
+    with pytest.raises(ValueError, match=r"no gradient norms after epoch 1: recorded after \[\]"):
+        NormRecorder(x, y, [1], gradients=False).get("gradient", 1)
 
 
 # --------------------------------------------------------------------------- cleanlab
@@ -429,7 +442,7 @@ def test_cross_validation_folds_are_equal_stratified_and_out_of_sample():
     for c in range(3):  # each class spread evenly over the folds
         counts = np.bincount(fold_of[labels == c], minlength=4)
         assert counts.max() - counts.min() <= 1
-    with pytest.raises(ValueError, match="folds must be in 2..11"):
+    with pytest.raises(ValueError, match=r"folds must be an integer in 2\.\.11, got 12"):
         cross_validation_folds(labels, 12)
 
 
@@ -439,7 +452,7 @@ def test_out_of_sample_probabilities_come_from_the_model_that_did_not_see_the_ex
     assert probs.shape == (150, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
     # retrain fold 0's model alone and check its predictions are what fold 0's examples got
-    from cscore_lab.proxies.hardness import _fold_seeds
+    from cscore_lab.proxies.label_issues import _fold_seeds
 
     fold_of, subsets = cross_validation_folds(ds.labels, 3, seed=0)
     x, y = prepare_inputs(ds, TINY, CPU)
@@ -470,13 +483,18 @@ def test_cleanlab_self_confidence_is_cleanlabs_own():
 def test_missing_cleanlab_names_the_extra(monkeypatch, digits):
     for mod in ("cleanlab", "cleanlab.filter", "cleanlab.rank"):
         monkeypatch.setitem(sys.modules, mod, None)
-    with pytest.raises(ImportError, match=rf"pip install 'cscore-lab\[{CLEANLAB_EXTRA}\]'"):
+    hint = rf"pip install 'cscore-lab\[{CLEANLAB_EXTRA}\]'"
+    with pytest.raises(ImportError, match=hint):
         cleanlab_scores(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
-    with pytest.raises(ImportError, match="cscore-lab"):
-        hardness_scores(digits, TINY, families=["cleanlab"], cleanlab=True)
+    with pytest.raises(ImportError, match=rf"the cleanlab family was asked for but cleanlab is not installed \({hint}"):
+        compute_proxies(digits, TINY, families=["cleanlab"])
+    # by default it is left out, with a note in meta and on the progress channel
     notes = []
-    assert hardness_scores(digits, TINY, families=["cleanlab"], progress=notes.append) == {}
-    assert any("cleanlab is not installed" in n for n in notes)
+    ds = digits.subset(np.arange(120))
+    table = compute_proxies(ds, TINY, spaces=["input"], progress=notes.append)
+    assert "cleanlab" not in table.meta["families"] and not any(n.startswith("cleanlab") for n in table.names)
+    assert "pip install 'cscore-lab[hardness]'" in table.meta["skipped"]["cleanlab"]
+    assert any("left out of the default families: cleanlab is not installed" in n for n in notes)
 
 
 # --------------------------------------------------------------------------- real training
@@ -485,12 +503,12 @@ def test_missing_cleanlab_names_the_extra(monkeypatch, digits):
 def test_every_score_on_noisy_digits_is_finite_and_finds_flipped_labels():
     ds, mask = inject_label_noise(load_digits(), 0.1, seed=0)
     recipe = Recipe(name="digits-short", hidden=(64,), learning_rate=0.05, batch_size=32, epochs=6)
-    got = hardness_scores(ds, recipe, runs=2, device="cpu", cleanlab=False)
+    got = hardness(ds, recipe, runs=2)
     assert list(got) == ["aum", "el2n_e1", "grand_e1", "vog", "datamap_confidence", "datamap_variability",
                          "dataiq_aleatoric", "final_loss", "final_margin", "prototypicality_e1", "prototypicality_e6"]
     for name, v in got.items():
         assert v.shape == (len(ds),) and np.isfinite(v).all(), name
-    det = detect_label_noise(got, mask).to_frame()["auroc"]
+    det = detect_injected(got, mask).to_frame()["auroc"]
     # every label-aware score ranks flipped labels low (oriented like the C-score)
     for name in ("aum", "el2n_e1", "grand_e1", "datamap_confidence", "final_loss", "final_margin",
                  "prototypicality_e1", "prototypicality_e6"):
@@ -507,8 +525,8 @@ def test_the_generic_path_gives_the_mlp_paths_scores(digits):
     def factory():
         return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
 
-    generic = hardness_scores(ds, TINY, runs=2, device="cpu", cleanlab=False, model_factory=factory)
-    mlp = hardness_scores(ds, TINY, runs=2, device="cpu", cleanlab=False)
+    generic = hardness(ds, TINY, runs=2, model_factory=factory)
+    mlp = hardness(ds, TINY, runs=2)
     assert list(generic) == list(mlp) and len(mlp) == 11
     for name in mlp:
         assert np.isfinite(generic[name]).all(), name

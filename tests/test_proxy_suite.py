@@ -1,4 +1,4 @@
-"""compute_proxies end to end on a small digits subset, the ProxyTable, and the `proxies` CLI."""
+"""compute_proxies end to end on a small digits subset (the registry, the shared training), the ProxyTable, the CLI."""
 
 import numpy as np
 import pytest
@@ -7,13 +7,17 @@ import torch
 from cscore_lab import cli
 from cscore_lab.data import load_digits
 from cscore_lab.holdout import estimate
-from cscore_lab.proxies.dynamics import DYNAMICS_PROXIES, FeatureRecorder
-from cscore_lab.proxies.suite import ProxyTable, compute_proxies
+from cscore_lab.proxies.dynamics import DYNAMICS_PROXIES
+from cscore_lab.proxies.label_issues import cleanlab_available
+from cscore_lab.proxies.recorders import FeatureRecorder
+from cscore_lab.proxies.suite import DEFAULT_FAMILIES, FAMILIES, ProxyTable, compute_proxies
 from cscore_lab.recipes import Plan, Recipe
 from cscore_lab.trainer import model_seeds, prepare_inputs, train_group
 
-RECIPE = Recipe(name="tiny", hidden=(24,), learning_rate=0.1, batch_size=16, epochs=3)
+RECIPE = Recipe(name="tiny", hidden=(24,), learning_rate=0.1, batch_size=16, epochs=3)  # 15 steps per epoch
 N = 240
+HARDNESS = ["aum", "el2n_e1", "grand_e1", "datamap_confidence", "datamap_variability", "dataiq_aleatoric",
+            "final_loss", "final_margin", "prototypicality_e1", "prototypicality_e3"]
 
 
 def brute_kde(x: np.ndarray, y: np.ndarray, h: float) -> dict[str, np.ndarray]:
@@ -42,11 +46,15 @@ def table(small):
 
 
 def test_columns_and_metadata(table, small):
-    expected = (["kde_input_density", "kde_input_same_label", "kde_input_signed", "knn_input", "lof_input"]
-                + list(DYNAMICS_PROXIES)
-                + [f"{fam}_hidden_e{e}{kind}" for e in (1, 3)
-                   for fam, kind in [("kde", "_density"), ("kde", "_same_label"), ("kde", "_signed"), ("knn", ""), ("lof", "")]])
+    spaces = ["input", "hidden_e1", "hidden_e3"]
+    expected = (list(DYNAMICS_PROXIES)
+                + [f"kde_{space}_{kind}" for space in spaces for kind in ("density", "same_label", "signed")]
+                + [f"knn_{space}" for space in spaces] + [f"lof_{space}" for space in spaces] + HARDNESS
+                + (["cleanlab_self_confidence", "cleanlab_label_issue"] if cleanlab_available() else []))
     assert table.names == expected
+    assert "vog" not in DEFAULT_FAMILIES and set(FAMILIES) - set(DEFAULT_FAMILIES) == {"vog"}
+    assert table.meta["families"] == [f for f in DEFAULT_FAMILIES if f != "cleanlab" or cleanlab_available()]
+    assert table.meta["recorders"] == ["dynamics", "features", "norms", "trajectory"]  # one training fed them all
     assert all(v.shape == (N,) and np.isfinite(v).all() for v in table.values.values())
     assert table.dataset == "digits-small" and table.fingerprint == small.fingerprint
     assert table.meta["feature_epochs"] == [1, 3] and table.meta["runs"] == 2
@@ -82,6 +90,38 @@ def test_families_and_spaces_select(small):
     assert t.names == ["knn_input"] and "train_accuracy" not in t.meta  # nothing trained
     t = compute_proxies(small, RECIPE, families=["dynamics"], spaces=[])
     assert t.names == list(DYNAMICS_PROXIES)
+    with pytest.raises(ValueError, match="the knn family needs a feature space"):
+        compute_proxies(small, RECIPE, families=["knn"], spaces=[])
+
+
+def test_one_shared_training_gives_what_each_family_gives_alone(table, small):
+    """Sharing the training (and knn/lof sharing one neighbour search) changes no number."""
+    for families in (["dynamics"], ["aum", "loss"], ["knn"], ["lof"], ["prototypicality"], ["grand"]):
+        alone = compute_proxies(small, RECIPE, families=families, runs=2, epochs_for_features=(1, 3), knn_k=5,
+                                lof_neighbors=10, seed=3)
+        assert alone.names and set(alone.names) <= set(table.names)
+        for name in alone.names:
+            np.testing.assert_array_equal(alone[name], table[name], err_msg=name)
+
+
+def test_learning_speed_records_every_few_steps(small, table):
+    # "auto": about RECORDS_PER_EPOCH records per epoch (15 steps per epoch here: every 4 steps, then the end)
+    assert table.meta["options"]["dynamics_every_steps"] == 4
+    assert table.meta["dynamics_records"] == {"every_steps": 4, "records": 12}
+    per_epoch = compute_proxies(small, RECIPE, families=["dynamics"], runs=2, seed=3, dynamics_every_steps=None)
+    assert per_epoch.meta["dynamics_records"] == {"every_steps": None, "records": 3}
+    every5 = compute_proxies(small, RECIPE, families=["dynamics"], runs=2, seed=3, dynamics_every_steps=5)
+    assert every5.meta["dynamics_records"] == {"every_steps": 5, "records": 9}
+    assert not np.array_equal(per_epoch["cum_accuracy"], table["cum_accuracy"])
+    with pytest.raises(ValueError, match="dynamics_every_steps must be 'auto', None or a positive integer"):
+        compute_proxies(small, RECIPE, families=["dynamics"], dynamics_every_steps="often")
+
+
+def test_one_progress_bar_over_every_step(small, capsys):
+    compute_proxies(small, RECIPE, families=["dynamics", "knn", "aum"], spaces=["input"], progress=True)
+    err = capsys.readouterr().err
+    # 3 training epochs + knn in one space + dynamics + aum: the bar ends exactly at its total
+    assert "6/6" in err and "7/6" not in err
 
 
 def test_bandwidth_scale(small, table):
@@ -100,7 +140,7 @@ def test_errors(small):
         compute_proxies(small, RECIPE, families=["knm"])
     with pytest.raises(ValueError, match="integers in 1..3"):
         compute_proxies(small, RECIPE, epochs_for_features=[4])
-    with pytest.raises(ValueError, match="runs must be a positive integer"):
+    with pytest.raises(ValueError, match="runs must be an integer >= 1, got 0"):
         compute_proxies(small, RECIPE, runs=0)
     with pytest.raises(ValueError, match="unknown preset"):
         compute_proxies(small, "nope")

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.utils.validation import check_array, check_scalar
 
 __all__ = ["real_array", "features", "probabilities", "labels", "integer", "positive_number", "neighbour_count",
-           "epoch_list", "choices"]
+           "epoch_list", "choices", "dataset", "recipe"]
 
 
 def _numeric(value: Any, name: str) -> np.ndarray:
@@ -185,16 +185,18 @@ def neighbour_count(k: Any, n: int, name: str = "k") -> int:
     return int(k)
 
 
-def epoch_list(value: Any, name: str, total: int) -> tuple[int, ...]:
-    """One epoch or a non-empty sequence of epochs, each an integer in ``1..total``; sorted, distinct."""
+def epoch_list(value: Any, name: str, total: int | None = None) -> tuple[int, ...]:
+    """One epoch or a non-empty sequence of epochs, each an integer in ``1..total`` (``>= 1`` without a
+    total); sorted, distinct."""
     seq = (value,) if isinstance(value, (Integral, np.integer)) and not isinstance(value, bool) else tuple(value)
+    span = f"in 1..{total} (epochs count from 1; the training has {total})" if total else "(epochs count from 1)"
     if not seq:
-        raise ValueError(f"{name} must name at least one epoch (1..{total})")
+        raise ValueError(f"{name} must name at least one epoch {span}")
     bad = [e for e in seq if isinstance(e, (bool, np.bool_)) or not isinstance(e, (Integral, np.integer))
-           or not 1 <= e <= total]
+           or e < 1 or (total is not None and e > total)]
     if bad:
-        raise ValueError(f"{name} must be integers in 1..{total} (epochs count from 1; the training has {total}), "
-                         f"got {list(seq)}")
+        what = "integers" if total else "positive integers"
+        raise ValueError(f"{name} must be {what} {span}, got {list(seq)}")
     return tuple(sorted({int(e) for e in seq}))
 
 
@@ -207,3 +209,23 @@ def choices(given: Any, allowed: Sequence[str], what: str, *, default: Sequence[
     if unknown:
         raise ValueError(f"unknown {what} {unknown}; choose from {list(allowed)}")
     return tuple(a for a in allowed if a in given)
+
+
+def dataset(value: Any):
+    """A cscore_lab :class:`~cscore_lab.data.Dataset`."""
+    from ..data import Dataset
+
+    if not isinstance(value, Dataset):
+        raise TypeError(f"dataset must be a cscore_lab Dataset, got {type(value).__name__}")
+    return value
+
+
+def recipe(value: Any):
+    """A :class:`~cscore_lab.recipes.Recipe`, or the recipe of a preset named by a string."""
+    from ..recipes import Recipe, get_preset
+
+    if isinstance(value, str):
+        value = get_preset(value).recipe
+    if not isinstance(value, Recipe):
+        raise TypeError(f"recipe must be a Recipe or a preset name, got {type(value).__name__}")
+    return value

@@ -1,42 +1,47 @@
-"""Every cheap proxy of the C-score in one call, and the table that holds them.
+"""Every per-example proxy and hardness score of a data set in one call, and the table that holds them.
 
-:func:`compute_proxies` trains the recipe's model on the *full* data (one run, or a
-few with different seeds, trained together as one stacked group), records learning
-dynamics and hidden representations through trainer callbacks, and computes
+:func:`compute_proxies` looks up the chosen families in the registry (:mod:`.families`: each
+says what it needs and how it turns that into columns), trains the recipe's model on the *full*
+data once (``runs`` models with different seeds, trained together as one stacked group) with
+every recorder the families asked for attached, and lets each family compute its columns from
+the recorders, from the feature spaces, or from trainings of its own (cleanlab's K fold models).
 
-============================== ==========================================================
-``cum_accuracy`` …             learning speed (:mod:`.dynamics`), averaged over runs
-``kde_<space>_<kind>``         kernel density (:mod:`.kde`), ``kind`` in density /
-                               same_label / signed
-``knn_<space>``                k-NN label agreement (:mod:`.neighbors`)
-``lof_<space>``                negated local outlier factor (:mod:`.neighbors`)
-============================== ==========================================================
+Columns (every one oriented like the C-score, **higher = more regular**):
+
+================================ ==========================================================
+``cum_accuracy`` …               learning speed (:mod:`.dynamics`), averaged over runs
+``kde_<space>_<kind>``           kernel density (:mod:`.kde`), ``kind`` in density /
+                                 same_label / signed
+``knn_<space>``                  k-NN label agreement (:mod:`.neighbors`)
+``lof_<space>``                  negated local outlier factor (:mod:`.neighbors`)
+``aum``, ``el2n_e<k>``, ...      the field's hardness scores (:mod:`.hardness`)
+``cleanlab_*``                   confident learning on out-of-sample probabilities
+                                 (:mod:`.label_issues`, optional extra)
+================================ ==========================================================
 
 where ``space`` is ``input`` (the inputs flattened and scaled as the recipe scales them)
 or ``hidden_e<epoch>`` (penultimate-layer features after that epoch; proxies are
-computed per run and averaged). Every column is oriented like the C-score: **higher =
-more regular**. The result is a :class:`ProxyTable`: plain data with ``to_frame()``,
-``save()``/``load()`` (.npz holding arrays and a JSON header, no pickle) and
+computed per run and averaged). The result is a :class:`ProxyTable`: plain data with
+``to_frame()``, ``save()``/``load()`` (.npz holding arrays and a JSON header, no pickle) and
 ``_repr_html_``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..results import ResultTable
+from . import _validation as _v
+from .families import (DEFAULT_FAMILIES, FAMILIES, REGISTRY, SPACES, Context, EpochTicks, ProxySetup, build_recorders,
+                       merge_requests)
 
-__all__ = ["ProxyTable", "compute_proxies", "FAMILIES", "SPACES"]
+__all__ = ["ProxyTable", "compute_proxies", "FAMILIES", "DEFAULT_FAMILIES", "SPACES"]
 
 FORMAT = "cscore_lab.proxytable/1"
-#: Proxy families :func:`compute_proxies` can compute.
-FAMILIES: tuple[str, ...] = ("dynamics", "kde", "knn", "lof")
-#: Feature spaces for the kde, knn and lof families.
-SPACES: tuple[str, ...] = ("input", "hidden")
 
 
 # --------------------------------------------------------------------------- the table
@@ -155,7 +160,7 @@ class ProxyTable(ResultTable):
 
 
 class _Reporter:
-    """Progress of a proxy computation: a ``tqdm.auto`` bar over its steps (a widget in a notebook,
+    """Progress of a proxy computation: one ``tqdm.auto`` bar over all its steps (a widget in a notebook,
     a line in a terminal), or a callable that receives one message per step, or nothing."""
 
     def __init__(self, progress: bool | Callable[[str], None], total: int, desc: str):
@@ -178,208 +183,242 @@ class _Reporter:
             self.bar.close()
 
 
-def _check_choices(given: Sequence[str], allowed: Sequence[str], what: str) -> tuple[str, ...]:
-    given = (given,) if isinstance(given, str) else tuple(given)
-    unknown = [g for g in given if g not in allowed]
-    if unknown:
-        raise ValueError(f"unknown {what} {unknown}; choose from {list(allowed)}")
-    return given
+def _dynamics_steps(every_steps: int | str | None, steps_per_epoch: int) -> int | None:
+    """The step interval of the learning-speed records (None: after every epoch)."""
+    from .dynamics import RECORDS_PER_EPOCH
+
+    if every_steps is None:
+        return None
+    if every_steps == "auto":
+        k = max(1, round(steps_per_epoch / RECORDS_PER_EPOCH))
+        return None if k >= steps_per_epoch else k
+    if isinstance(every_steps, str):
+        raise ValueError(f"dynamics_every_steps must be 'auto', None or a positive integer, got {every_steps!r}")
+    return _v.integer(every_steps, "dynamics_every_steps", minimum=1)
 
 
-def _space_proxies(space: str, feats: Sequence[np.ndarray], labels: np.ndarray, families: Sequence[str], *,
-                   bandwidth: float | str, bandwidth_scale: float, knn_k: int, lof_neighbors: int, seed: int,
-                   meta: dict) -> dict[str, np.ndarray]:
-    """kde/knn/lof proxies of one feature space; ``feats`` holds one [N, d] array per run, results are averaged."""
-    from .neighbors import neighbor_proxies
-
-    out: dict[str, np.ndarray] = {}
-    if "kde" in families:
-        from .kde import kde_scores, select_bandwidth
-
-        def h(f: np.ndarray) -> float | str:
-            return bandwidth if bandwidth_scale == 1 else bandwidth_scale * select_bandwidth(f, bandwidth, seed=seed)
-
-        results = [kde_scores(f, labels, bandwidth=h(f), seed=seed) for f in feats]
-        for kind in ("density", "same_label", "signed"):
-            out[f"kde_{space}_{kind}"] = np.mean([getattr(r, kind) for r in results], axis=0)
-        rule = bandwidth if isinstance(bandwidth, str) else "fixed"
-        meta.setdefault("bandwidths", {})[f"kde_{space}"] = {
-            "rule": rule if bandwidth_scale == 1 else f"{bandwidth_scale:g} x {rule}",
-            "bandwidth": [r.bandwidth for r in results]}
-    if "knn" in families or "lof" in families:
-        per_run = [neighbor_proxies(f, labels, k=knn_k if "knn" in families else None,
-                                    n_neighbors=lof_neighbors if "lof" in families else None) for f in feats]
-        for name in per_run[0]:
-            out[f"{name}_{space}"] = np.mean([r[name] for r in per_run], axis=0)
-    return out
+def _chosen_families(families: Any) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The families to compute and, for defaults that cannot run here, why they were left out."""
+    skipped: dict[str, str] = {}
+    if families is None:
+        chosen = []
+        for name in DEFAULT_FAMILIES:
+            why = REGISTRY[name].available()
+            if why is None:
+                chosen.append(name)
+            else:
+                skipped[name] = f"left out of the default families: {why}"
+        return tuple(chosen), skipped
+    chosen = _v.choices(families, FAMILIES, "proxy families", default=DEFAULT_FAMILIES)
+    if not chosen:
+        raise ValueError(f"no proxy family chosen; choose from {list(FAMILIES)}")
+    for name in chosen:
+        why = REGISTRY[name].available()
+        if why is not None:
+            raise ImportError(f"the {name} family was asked for but {why}")
+    return chosen, skipped
 
 
-def _feature_epochs(epochs: Sequence[int] | int | None, total: int) -> tuple[int, ...]:
-    if epochs is None:
-        return tuple(sorted({1, min(2, total), total}))
-    epochs = (epochs,) if isinstance(epochs, (int, np.integer)) else tuple(epochs)
-    bad = [e for e in epochs if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or not 1 <= e <= total]
-    if bad or not epochs:
-        raise ValueError(f"epochs_for_features must be integers in 1..{total} (the recipe trains {total} epochs), got {list(epochs)}")
-    return tuple(sorted({int(e) for e in epochs}))
+def _resolve(dataset, recipe, *, families, spaces, runs, epochs_for_features, bandwidth, bandwidth_scale, knn_k,
+             lof_neighbors, dynamics_every_steps, early_epoch, prototype_epochs, prototype_metric, vog_epochs, folds,
+             seed) -> tuple[ProxySetup, dict[str, str]]:
+    """Every option checked once, before anything is trained."""
+    from .hardness import default_early_epoch
+    from .kde import _check_bandwidth
+
+    dataset, recipe = _v.dataset(dataset), _v.recipe(recipe)
+    epochs, n = recipe.epochs, len(dataset)
+    chosen, skipped = _chosen_families(families)
+    spaces = _v.choices(spaces, SPACES, "feature spaces", default=SPACES)
+    space_families = [f for f in chosen if f in _SPACE_FAMILIES]
+    if space_families and not spaces:
+        raise ValueError(f"the {', '.join(space_families)} famil{'ies need' if len(space_families) > 1 else 'y needs'} "
+                         f"a feature space; choose spaces from {list(SPACES)}")
+    feature_epochs = (tuple(sorted({1, min(2, epochs), epochs})) if epochs_for_features is None
+                      else _v.epoch_list(epochs_for_features, "epochs_for_features", epochs))
+    early = (default_early_epoch(epochs) if early_epoch is None
+             else _v.integer(early_epoch, "early_epoch", minimum=1, maximum=epochs))
+    if "vog" in chosen and epochs < 2:
+        raise ValueError(f"VoG needs checkpoints from at least 2 epochs but the recipe trains {epochs}; "
+                         f"leave 'vog' out of families")
+    if prototype_metric not in ("cosine", "euclidean"):
+        raise ValueError(f"prototype_metric must be 'cosine' or 'euclidean', got {prototype_metric!r}")
+    if "cleanlab" in chosen:
+        from .label_issues import cross_validation_folds
+
+        cross_validation_folds(dataset.labels, folds, seed=seed)  # checks folds against the data
+    steps_per_epoch = -(-n // recipe.batch_size)
+    setup = ProxySetup(
+        recipe=recipe, labels=dataset.labels, num_classes=dataset.num_classes,
+        runs=_v.integer(runs, "runs", minimum=1), seed=_v.integer(seed, "seed"), families=chosen, spaces=spaces,
+        feature_epochs=feature_epochs, early_epoch=early,
+        prototype_epochs=((early, epochs) if prototype_epochs is None else prototype_epochs),
+        prototype_metric=prototype_metric,
+        vog_epochs=(tuple(range(1, epochs + 1)) if vog_epochs is None else vog_epochs),
+        dynamics_every_steps=_dynamics_steps(dynamics_every_steps, steps_per_epoch), steps_per_epoch=steps_per_epoch,
+        bandwidth=_check_bandwidth(bandwidth), bandwidth_scale=_v.positive_number(bandwidth_scale, "bandwidth_scale"),
+        knn_k=_v.neighbour_count(knn_k, n, "knn_k") if "knn" in chosen else knn_k,
+        lof_neighbors=_v.neighbour_count(lof_neighbors, n, "lof_neighbors") if "lof" in chosen else lof_neighbors,
+        folds=folds)
+    setup = replace(setup, prototype_epochs=_v.epoch_list(setup.prototype_epochs, "prototype_epochs", epochs),
+                    vog_epochs=_v.epoch_list(setup.vog_epochs, "vog_epochs", epochs))
+    if "vog" in chosen and len(setup.vog_epochs) < 2:
+        raise ValueError(f"VoG needs at least 2 checkpoint epochs, got vog_epochs={list(setup.vog_epochs)}")
+    return setup, skipped
 
 
-class _EpochReport:
-    def __init__(self, report: _Reporter, runs: int, total: int):
-        self.report, self.runs, self.total = report, runs, total
-
-    def on_epoch_end(self, epoch: int, group) -> None:
-        self.report(f"trained {self.runs} full-data model(s): epoch {epoch}/{self.total}", advance=1)
+_SPACE_FAMILIES = ("kde", "knn", "lof")
 
 
 def compute_proxies(
     dataset,
     recipe="digits-mlp",
     *,
+    families: Sequence[str] | None = None,
+    spaces: Sequence[str] | None = None,
     runs: int = 1,
     epochs_for_features: Sequence[int] | int | None = None,
-    families: Sequence[str] = FAMILIES,
-    spaces: Sequence[str] = SPACES,
     bandwidth: float | str = "median",
     bandwidth_scale: float = 1.0,
     knn_k: int = 10,
     lof_neighbors: int = 20,
+    dynamics_every_steps: int | str | None = "auto",
+    early_epoch: int | None = None,
+    prototype_epochs: Sequence[int] | int | None = None,
+    prototype_metric: str = "cosine",
+    vog_epochs: Sequence[int] | None = None,
+    folds: int = 5,
     device: str = "auto",
     seed: int = 0,
     model_factory: Callable[[], Any] | None = None,
     progress: bool | Callable[[str], None] = False,
 ) -> ProxyTable:
-    """Compute every cheap C-score proxy of ``dataset``.
+    """Compute the C-score's proxies and the field's hardness scores of ``dataset``, from one shared training.
 
     Parameters
     ----------
     dataset : Dataset
     recipe : Recipe or preset name, default "digits-mlp"
         How the full-data model(s) are trained and how inputs are scaled.
-    runs : int, default 1
-        Full-data models (different seeds, trained together); dynamics and hidden-space
-        proxies are averaged over them.
-    epochs_for_features : int or sequence of int, optional
-        Epochs after which hidden representations are taken (default: 1, 2 and the last).
-    families : subset of {"dynamics", "kde", "knn", "lof"}, default all
+    families : sequence of str, optional
+        Names from :data:`FAMILIES` (see :mod:`.families` for what each needs and adds). Default:
+        :data:`DEFAULT_FAMILIES`, every family but ``vog`` (its memory is ``8 * M * N * D`` bytes,
+        376 MB per model on MNIST, and it was measured uninformative), with ``cleanlab`` only
+        where cleanlab is installed (``meta["skipped"]`` says when it was left out). A family
+        named here that cannot run (cleanlab missing) raises an ImportError naming the extra.
     spaces : subset of {"input", "hidden"}, default both
         Where the kde, knn and lof families are computed.
+    runs : int, default 1
+        Full-data models (different seeds, trained together); every score that reads them is
+        averaged over them (EL2N and GraNd are expectations over initialisations: give several).
+    epochs_for_features : int or sequence of int, optional
+        Epochs after which hidden representations are taken for kde/knn/lof (default: 1, 2 and
+        the last).
     bandwidth : float or {"median", "scott"}, default "median"
         Kernel bandwidth (per space, and per run in hidden spaces); the values used are in
         ``meta["bandwidths"]``.
     bandwidth_scale : float, default 1.0
-        Multiplies the bandwidth (rule or number): the paper tunes it, and the median rule
-        gives a wide kernel.
+        Multiplies the bandwidth (rule or number): the paper tunes it, and the median rule gives
+        a wide kernel.
     knn_k : int, default 10
-        Neighbours for the k-NN label agreement.
+        Neighbours of the k-NN label agreement.
     lof_neighbors : int, default 20
         Neighbourhood of the local outlier factor.
+    dynamics_every_steps : int, "auto" or None, default "auto"
+        Record the learning-speed trajectory every this many optimizer steps; None: after every
+        epoch; "auto": about :data:`~cscore_lab.proxies.dynamics.RECORDS_PER_EPOCH` records per
+        epoch (the measured effect is in :mod:`.dynamics`). AUM, data maps and Data-IQ are always
+        recorded after every epoch, as their papers define them.
+    early_epoch : int, optional
+        Epoch of EL2N and GraNd (default: 10% of training, at least 1; see
+        :func:`~.hardness.default_early_epoch`).
+    prototype_epochs : int or sequence of int, optional
+        Epochs whose penultimate features give ``prototypicality_e<k>`` (default: the early epoch
+        and the last).
+    prototype_metric : {"cosine", "euclidean"}, default "cosine"
+    vog_epochs : sequence of int, optional
+        VoG's checkpoints (default: every epoch; at least two).
+    folds : int, default 5
+        Cross-validation folds of cleanlab's out-of-sample probabilities.
     device : {"auto", "cpu", "cuda", "cuda:N"}
     seed : int, default 0
-        Seeds the full-data models (initialisation and batch order) and the bandwidth sample.
+        Seeds the full-data models (``model_seeds(seed, 1.0, run)``), the fold models and the
+        bandwidth sample.
     model_factory : callable returning a torch.nn.Module, optional
         Train this architecture instead of the recipe's.
     progress : bool or callable(str)
-        True prints one line per step to stderr; a callable receives the lines.
+        True shows one ``tqdm.auto`` bar over every step; a callable receives one message per step.
 
     Returns
     -------
     ProxyTable
-        One column per proxy (higher = more regular), named as in the module docstring.
+        One column per score (higher = more regular), families in :data:`FAMILIES` order.
+        ``meta`` holds the options, the bandwidths, the training accuracy, the seconds per
+        family and the families ``skipped``.
 
     Notes
     -----
-    The full-data models train with one torch thread, like the estimator's shards: the
-    same seed gives the same proxies on any CPU, and on a shared machine two threads of
-    small products were up to 6x slower than one. Use a GPU (``device``) for large data.
+    The full-data models train with one torch thread, like the estimator's shards: the same
+    seed gives the same scores on any CPU, and on a shared machine two threads of small products
+    were up to 6x slower than one. Use a GPU (``device``) for large data.
 
     See Also
     --------
-    cscore_lab.analysis.correlate : how well each proxy agrees with the C-scores.
+    cscore_lab.analysis.correlate : how well each score agrees with the C-scores.
+    cscore_lab.analysis.detect_injected : how well each score finds flipped labels.
     """
-    from ..data import Dataset
-    from ..recipes import Recipe, get_preset
-    from .neighbors import _check_k
+    from ..trainer import prepare_inputs, resolve_device
 
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be a cscore_lab Dataset, got {type(dataset).__name__}")
-    if isinstance(recipe, str):
-        recipe = get_preset(recipe).recipe
-    if not isinstance(recipe, Recipe):
-        raise TypeError(f"recipe must be a Recipe or a preset name, got {type(recipe).__name__}")
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"runs must be a positive integer, got {runs!r}")
-    families = _check_choices(families, FAMILIES, "proxy families")
-    spaces = _check_choices(spaces, SPACES, "feature spaces")
-    feature_epochs = _feature_epochs(epochs_for_features, recipe.epochs)
-    labels = dataset.labels
-    space_families = [f for f in families if f != "dynamics"]
-    if "knn" in families:
-        _check_k(knn_k, len(dataset), "knn_k")
-    if "lof" in families:
-        _check_k(lof_neighbors, len(dataset), "lof_neighbors")
-    if not (isinstance(bandwidth_scale, (int, float)) and np.isfinite(bandwidth_scale) and bandwidth_scale > 0):
-        raise ValueError(f"bandwidth_scale must be a positive finite number, got {bandwidth_scale!r}")
-    options = dict(bandwidth=bandwidth, bandwidth_scale=float(bandwidth_scale), knn_k=knn_k,
-                   lof_neighbors=lof_neighbors, seed=seed)
-    meta: dict[str, Any] = {"recipe": recipe.to_dict(), "runs": runs, "seed": seed, "families": list(families),
-                            "spaces": list(spaces), "bandwidth_scale": float(bandwidth_scale), "knn_k": knn_k,
-                            "lof_neighbors": lof_neighbors, "seconds": {}}
+    setup, skipped = _resolve(dataset, recipe, families=families, spaces=spaces, runs=runs,
+                              epochs_for_features=epochs_for_features, bandwidth=bandwidth,
+                              bandwidth_scale=bandwidth_scale, knn_k=knn_k, lof_neighbors=lof_neighbors,
+                              dynamics_every_steps=dynamics_every_steps, early_epoch=early_epoch,
+                              prototype_epochs=prototype_epochs, prototype_metric=prototype_metric,
+                              vog_epochs=vog_epochs, folds=folds, seed=seed)
+    x, y = prepare_inputs(dataset, setup.recipe, resolve_device(device))
+    chosen = [REGISTRY[name] for name in setup.families]
+    requests = merge_requests([f.requires(setup) for f in chosen])
+    meta: dict[str, Any] = {"recipe": setup.recipe.to_dict(), "runs": setup.runs, "seed": setup.seed,
+                            "families": list(setup.families), "spaces": list(setup.spaces),
+                            "bandwidth_scale": setup.bandwidth_scale, "knn_k": setup.knn_k,
+                            "lof_neighbors": setup.lof_neighbors, "options": setup.options(), "skipped": skipped,
+                            "seconds": {}}
+    if "hidden" in setup.spaces and any(f in _SPACE_FAMILIES for f in setup.families):
+        meta["feature_epochs"] = list(setup.feature_epochs)
+    total = (setup.recipe.epochs if requests else 0) + sum(f.steps(setup) if f.steps else 1 for f in chosen)
+    report = _Reporter(progress, total, f"proxies {dataset.name}")
+    for why in skipped.values():
+        report(why)
     values: dict[str, np.ndarray] = {}
-
-    from ..trainer import model_seeds, predict_correct, prepare_inputs, resolve_device, torch_threads, train_group
-    from .dynamics import DynamicsRecorder, FeatureRecorder
-
-    x, y = prepare_inputs(dataset, recipe, resolve_device(device))
-    input_step = "input" in spaces and bool(space_families)
-    hidden = "hidden" in spaces and bool(space_families)
-    trains = "dynamics" in families or hidden
-    steps = int(input_step) + (recipe.epochs if trains else 0) + (len(feature_epochs) if hidden else 0)
-    report = _Reporter(progress, steps, f"proxies {dataset.name}")
     try:
-        _compute(dataset, recipe, x, y, values, meta, report, options, runs=runs, seed=seed, families=families,
-                 space_families=space_families, feature_epochs=feature_epochs, input_step=input_step, hidden=hidden,
-                 trains=trains, model_factory=model_factory, torch_threads=torch_threads, model_seeds=model_seeds,
-                 predict_correct=predict_correct, train_group=train_group, recorders=(DynamicsRecorder, FeatureRecorder))
+        recorders = _shared_training(setup, x, y, requests, report, meta, model_factory) if requests else {}
+        ctx = Context(setup, recorders, x.reshape(len(dataset), -1).cpu().numpy(), x, y, meta, report, model_factory)
+        for family in chosen:
+            t0 = time.perf_counter()
+            if family.steps is None:
+                report(f"{family.name}: {family.columns}")
+            values.update(family.compute(ctx))
+            if family.steps is None:
+                report(f"{family.name} done", advance=1)
+            meta["seconds"][family.name] = round(time.perf_counter() - t0, 3)
     finally:
         report.close()
-    return ProxyTable(values, labels, dataset.name, dataset.fingerprint, dataset.class_names, meta)
+    return ProxyTable(values, setup.labels, dataset.name, dataset.fingerprint, dataset.class_names, meta)
 
 
-def _compute(dataset, recipe, x, y, values, meta, report, options, *, runs, seed, families, space_families,
-             feature_epochs, input_step, hidden, trains, model_factory, torch_threads, model_seeds, predict_correct,
-             train_group, recorders) -> None:
-    DynamicsRecorder, FeatureRecorder = recorders
-    labels = dataset.labels
-    if input_step:
-        t0 = time.perf_counter()
-        report(f"input-space proxies: {', '.join(space_families)}")
-        flat = x.reshape(len(dataset), -1).cpu().numpy()
-        values.update(_space_proxies("input", [flat], labels, space_families, meta=meta, **options))
-        meta["seconds"]["input"] = round(time.perf_counter() - t0, 3)
-        report("input-space proxies done", advance=1)
-
-    if trains:
-        t0 = time.perf_counter()
-        dyn = DynamicsRecorder(x, y) if "dynamics" in families else None
-        feats = FeatureRecorder(x, feature_epochs) if hidden else None
-        callbacks = [c for c in (dyn, feats, _EpochReport(report, runs, recipe.epochs)) if c is not None]
-        seeds = [model_seeds(seed, 1.0, r) for r in range(runs)]
-        everything = np.arange(len(dataset))
-        with torch_threads(1):  # as the estimator's shards: identical results on any CPU, no thread fights
-            group = train_group(x, y, [everything] * runs, recipe, seeds, num_classes=dataset.num_classes,
-                                model_factory=model_factory, callbacks=callbacks)
+def _shared_training(setup: ProxySetup, x, y, requests, report: _Reporter, meta: dict[str, Any],
+                     model_factory) -> dict[str, Any]:
+    """The one full-data training (``runs`` models, one stacked group) with every requested recorder attached."""
+    from ..trainer import model_seeds, predict_correct, torch_threads, train_group
+    t0 = time.perf_counter()
+    recorders = build_recorders(setup, x, y, requests)
+    ticks = EpochTicks(report, f"{setup.runs} full-data model(s)", setup.recipe.epochs)
+    seeds = [model_seeds(setup.seed, 1.0, r) for r in range(setup.runs)]
+    everything = np.arange(len(setup.labels))
+    with torch_threads(1):  # as the estimator's shards: identical results on any CPU, no thread fights
+        group = train_group(x, y, [everything] * setup.runs, setup.recipe, seeds, num_classes=setup.num_classes,
+                            model_factory=model_factory, callbacks=[*recorders.values(), ticks])
         meta["train_accuracy"] = predict_correct(group, x, y).mean(axis=1).tolist()
-        meta["seconds"]["training"] = round(time.perf_counter() - t0, 3)
-        del group
-        if dyn is not None:
-            values.update(dyn.result().proxies())
-        if feats is not None:
-            meta["feature_epochs"] = list(feature_epochs)
-            for epoch in feature_epochs:
-                t0 = time.perf_counter()
-                report(f"hidden-space proxies after epoch {epoch}: {', '.join(space_families)}")
-                per_run = list(feats.features.pop(epoch))
-                values.update(_space_proxies(f"hidden_e{epoch}", per_run, labels, space_families, meta=meta, **options))
-                meta["seconds"][f"hidden_e{epoch}"] = round(time.perf_counter() - t0, 3)
-                report(f"hidden-space proxies after epoch {epoch} done", advance=1)
+    meta["recorders"] = sorted(recorders)
+    meta["seconds"]["training"] = round(time.perf_counter() - t0, 3)
+    return recorders
