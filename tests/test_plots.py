@@ -156,3 +156,113 @@ def test_render_png_and_image_png_make_png_bytes_without_pyplot(digits_cscores, 
     import io
 
     assert Image.open(io.BytesIO(tile)).size == (64, 64)
+
+
+# --------------------------------------------------------------------------- memorization and influence
+
+
+def _memorization(n_in_correct, n_out_correct, *, models=4):
+    """A Memorization from hand-set counts at one ratio: ``models`` models on each side of every example."""
+    from cscore_lab.memorization import Memorization
+
+    n = len(n_in_correct)
+    full = np.full((1, n), models)
+    return Memorization(labels=np.arange(n) % 3, ratios=(0.5,), in_counts=full, in_correct=np.array([n_in_correct]),
+                        out_counts=full, out_correct=np.array([n_out_correct]))
+
+
+def _influence(top_index, top_value, *, train_labels, eval_labels, target="eval"):
+    from cscore_lab.influence import Influence
+
+    top_index = np.asarray(top_index)
+    value = np.where(top_index >= 0, np.asarray(top_value, dtype=float), np.nan)
+    return Influence(top_index=top_index, top_value=value, top_stderr=np.where(top_index >= 0, 0.05, np.nan),
+                     train_labels=np.asarray(train_labels), eval_labels=np.asarray(eval_labels), ratios=(0.5,),
+                     models_per_ratio=(8,), target=target)
+
+
+def test_memorization_plots_return_the_ax_they_were_given(digits):
+    mem = _memorization([4, 4, 2, 0], [0, 4, 1, 0])
+    infl = _influence([[2, 0], [1, -1]], [[0.5, 0.25], [0.4, 0]], train_labels=[0, 1, 0, 1], eval_labels=[0, 1])
+    calls = [
+        (plots.memorization_scatter, (mem, np.array([0.0, 1.0, 0.25, 0.0])), {}),
+        (plots.influence_bars, (infl.for_example(0),), {}),
+        (plots.influence_pairs, (infl.pairs(0.3), digits.images[:4], digits.images[4:6]), {}),
+    ]
+    for fn, args, kwargs in calls:
+        fig, ax = plt.subplots()
+        assert fn(*args, ax=ax, **kwargs) is ax, fn.__name__
+        assert ax.has_data() or ax.images, f"{fn.__name__} drew nothing"
+
+
+def test_memorization_scatter_draws_every_example_once_with_injected_ones_on_top():
+    # memorization = (in_correct - out_correct) / 4: 1, 0, 0.25, 0, -0.25
+    mem = _memorization([4, 4, 2, 0, 1], [0, 4, 1, 0, 2])
+    np.testing.assert_allclose(mem.memorization, [1, 0, 0.25, 0, -0.25])
+    cscores = np.array([0.0, 1.0, 0.3, 0.1, 0.6])
+    flipped = np.array([True, False, False, False, False])
+    ood = np.array([False, False, False, True, False])
+    ax = plots.memorization_scatter(mem, cscores, masks={"flipped": flipped, "ood": ood})
+    clean, red, orange = ax.collections
+    np.testing.assert_allclose(clean.get_offsets(), np.c_[cscores, mem.memorization][[1, 2, 4]])
+    np.testing.assert_allclose(red.get_offsets(), [[0.0, 1.0]])
+    np.testing.assert_allclose(orange.get_offsets(), [[0.1, 0.0]])
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["fitted whenever trained on", "clean (3)", "flipped label (1)", "out-of-distribution input (1)"]
+    diagonal = ax.lines[0]
+    assert list(diagonal.get_xdata()) == [0, 1] and list(diagonal.get_ydata()) == [1, 0]
+    assert ax.get_ylim()[0] < -0.25 and ax.get_xlabel().startswith("C-score")
+    plain = plots.memorization_scatter(mem.memorization, cscores)  # arrays work too; one collection, no marks
+    assert len(plain.collections) == 1 and len(plain.collections[0].get_offsets()) == 5
+
+
+def test_influence_bars_draw_the_for_example_frame_strongest_on_top():
+    infl = _influence([[3, 1, 0, -1]], [[0.6, 0.3, -0.1, 0]], train_labels=[0, 1, 0, 0], eval_labels=[0])
+    frame = infl.for_example(0)
+    ax = plots.influence_bars(frame, class_names=["zero", "one"])
+    bars = sorted(ax.patches, key=lambda b: -b.get_y())  # top first
+    np.testing.assert_allclose([b.get_width() for b in bars], [0.6, 0.3, -0.1])
+    ticks = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())), reverse=True)
+    assert [text for _, text in ticks] == ["#3 (zero)", "#1 (one)", "#0 (zero)"]
+    green, red = matplotlib_rgba("C2"), matplotlib_rgba("C3")
+    assert [tuple(b.get_facecolor()[:3]) for b in bars] == [green, red, green]  # same label as the target: green
+    assert "#0" in ax.get_title() and "zero" in ax.get_title()
+
+
+def matplotlib_rgba(name):
+    from matplotlib.colors import to_rgb
+
+    return tuple(to_rgb(name))
+
+
+def test_influence_pairs_show_each_training_example_above_its_target(digits):
+    infl = _influence([[2, 0], [1, -1], [3, 2]], [[0.5, 0.2], [0.4, 0], [0.3, 0.1]], train_labels=[0, 1, 0, 1],
+                      eval_labels=[0, 1, 1])
+    mem = _memorization([4, 4, 2, 0], [0, 4, 1, 0])
+    pairs = infl.pairs(0.25, memorization=mem)
+    assert list(pairs.train_index) == [2, 1, 3]
+    ax = plots.influence_pairs(pairs, digits.images[:4], digits.images[10:13], max_pairs=2)
+    captions = [t.get_text() for t in ax.texts]
+    assert captions == ["0 m0.25", "1 m0.00", "0 +0.50", "1 +0.40"]  # top row: training; bottom: targets
+    canvas = ax.images[0].get_array()
+    top_left = canvas[: digits.images.shape[1], : digits.images.shape[2]]
+    np.testing.assert_allclose(top_left, digits.images[2] / 255.0)
+    empty = plots.influence_pairs(pairs.iloc[:0], digits.images[:4])
+    assert "no pairs" in empty.texts[0].get_text()
+
+
+def test_memorization_plots_reject_bad_arguments(digits):
+    mem = _memorization([4, 4], [0, 4])
+    with pytest.raises(ValueError, match="memorization has 2 values, the C-scores 3"):
+        plots.memorization_scatter(mem, np.zeros(3))
+    with pytest.raises(ValueError, match="mask 'flipped' has shape"):
+        plots.memorization_scatter(mem, np.zeros(2), masks={"flipped": np.zeros(5, bool)})
+    with pytest.raises(ValueError, match="influence_bars needs a frame with columns"):
+        plots.influence_bars(pd.DataFrame({"influence": [0.1]}))
+    with pytest.raises(ValueError, match="influence_pairs needs a frame with columns"):
+        plots.influence_pairs(pd.DataFrame({"influence": [0.1]}), digits.images[:2])
+    infl = _influence([[1, -1]], [[0.5, 0]], train_labels=[0, 1], eval_labels=[0])
+    with pytest.raises(ValueError, match="max_pairs must be a positive integer"):
+        plots.influence_pairs(infl.pairs(0.1), digits.images[:2], max_pairs=0)
+    with pytest.raises(ValueError, match="beyond the 1 training"):
+        plots.influence_pairs(infl.pairs(0.1), digits.images[:1])

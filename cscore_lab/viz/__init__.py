@@ -18,13 +18,17 @@ from .plots import (  # noqa: F401
     flipped_histogram,
     image_grid,
     image_png,
+    influence_bars,
+    influence_pairs,
+    memorization_scatter,
     new_figure,
     proxy_scatter,
     render_png,
     score_histogram,
 )
 
-_WIDGETS = ("Dashboard", "RunMonitor", "Gallery", "DistributionView", "AgreementView", "RatiosView")
+_WIDGETS = ("Dashboard", "RunMonitor", "Gallery", "DistributionView", "AgreementView", "RatiosView",
+            "MemorizationView")
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +41,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "score_histogram", "class_distributions", "consistency_profiles", "example_profile", "proxy_scatter",
-    "correlation_heatmap", "correlation_intervals", "flipped_histogram", "image_grid", "new_figure", "figure_png",
+    "correlation_heatmap", "correlation_intervals", "flipped_histogram", "memorization_scatter", "influence_bars",
+    "influence_pairs", "image_grid", "new_figure", "figure_png",
     "render_png", "image_png", *_WIDGETS,
 ]

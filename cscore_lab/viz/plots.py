@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..analysis import CorrelationTable
     from ..cscores import CScores, Profiles
+    from ..memorization import Memorization
 
 __all__ = [
     "score_histogram",
@@ -35,6 +36,9 @@ __all__ = [
     "correlation_heatmap",
     "correlation_intervals",
     "flipped_histogram",
+    "memorization_scatter",
+    "influence_bars",
+    "influence_pairs",
     "image_grid",
     "new_figure",
     "figure_png",
@@ -328,6 +332,151 @@ def proxy_columns(proxies: Any) -> dict[str, np.ndarray]:
         frame = proxies.select_dtypes(include=[np.number]).drop(columns=["label", "labels", "cscore"], errors="ignore")
         return {str(c): frame[c].to_numpy(dtype=np.float64) for c in frame.columns}
     return {str(k): np.asarray(v, dtype=np.float64) for k, v in dict(proxies).items()}
+
+
+# --------------------------------------------------------------------------- memorization and influence
+
+
+#: How injected examples are drawn on scatter plots: (colour, legend label).
+MASK_MARKS = {"flipped": ("C3", "flipped label"), "ood": ("C1", "out-of-distribution input")}
+
+
+def memorization_scatter(
+    memorization: "Memorization | np.ndarray",
+    cscores: "CScores | np.ndarray",
+    ax: "Axes | None" = None,
+    *,
+    masks: dict[str, np.ndarray] | None = None,
+    title: str | None = None,
+) -> "Axes":
+    """Memorization (Feldman & Zhang 2020) against the C-score, one point per example.
+
+    ``memorization`` is a :class:`~cscore_lab.memorization.Memorization` (its ``memorization``
+    is drawn) or an array; ``cscores`` a :class:`CScores` or an array of the same length.
+    ``masks`` (``"flipped"``, ``"ood"``: bool [N]) draws those examples in red and orange on top.
+
+    The dashed diagonal ``memorization = 1 - C-score`` is where an example is fitted by every
+    model that trained on it (in-subset accuracy 1, held-out accuracy = the C-score): memorized
+    examples sit at its top left, regular ones at its bottom right, and examples below it are
+    not fitted even when seen.
+    """
+    y = np.asarray(getattr(memorization, "memorization", memorization), dtype=np.float64)
+    x = np.asarray(getattr(cscores, "scores", cscores), dtype=np.float64)
+    if x.ndim != 1 or y.shape != x.shape:
+        raise ValueError(f"memorization has {y.shape[0] if y.ndim else 0} values, the C-scores "
+                         f"{x.shape[0] if x.ndim else 0}: pass both for the same examples")
+    marks = {}
+    for name, mask in (masks or {}).items():
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != x.shape:
+            raise ValueError(f"mask {name!r} has shape {m.shape}, expected {x.shape}")
+        marks[name] = m
+    ax = _axes(ax, (5, 4))
+    ax.plot([0, 1], [1, 0], color="0.55", linestyle="--", linewidth=1, label="fitted whenever trained on")
+    ax.axhline(0, color="0.8", linewidth=0.8)
+    injected = np.zeros(x.shape, dtype=bool)
+    for m in marks.values():
+        injected |= m
+    ax.scatter(x[~injected], y[~injected], s=6, color="C0", alpha=0.45, linewidths=0,
+               label=f"{'clean' if marks else 'examples'} ({int((~injected).sum())})")
+    for name, m in marks.items():
+        color, what = MASK_MARKS.get(name, ("C2", name))
+        ax.scatter(x[m], y[m], s=10, color=color, alpha=0.85, linewidths=0, label=f"{what} ({int(m.sum())})")
+    finite = y[np.isfinite(y)]
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(min(-0.1, float(finite.min()) - 0.02) if finite.size else -0.1, 1.05)
+    ax.set_xlabel("C-score (held-out accuracy)")
+    ax.set_ylabel("memorization")
+    ax.set_title(title if title is not None else f"memorization vs C-score ({x.size} examples)", fontsize=10)
+    ax.legend(frameon=False, fontsize=8, loc="upper right")
+    return ax
+
+
+def _need_columns(frame: Any, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in getattr(frame, "columns", ())]
+    if missing:
+        raise ValueError(f"{what} needs a frame with columns {list(columns)} (missing {missing})")
+
+
+def influence_bars(
+    frame: "pd.DataFrame",
+    ax: "Axes | None" = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> "Axes":
+    """The training examples one target depends on most, as bars of influence ± standard error.
+
+    ``frame`` is what :meth:`Influence.for_example(j) <cscore_lab.influence.Influence.for_example>`
+    returns (columns ``train_index``, ``influence``, ``stderr``, ``train_label``; the target's
+    label in ``frame.attrs["eval_label"]``). Bars of training examples with the target's label are
+    green, others red; the strongest is at the top.
+    """
+    _need_columns(frame, ("train_index", "influence", "stderr", "train_label"), "influence_bars")
+    values = frame["influence"].to_numpy(dtype=np.float64)
+    errors = frame["stderr"].to_numpy(dtype=np.float64)
+    labels = frame["train_label"].to_numpy()
+    index = frame["train_index"].to_numpy()
+    target_label = frame.attrs.get("eval_label")
+    ax = _axes(ax, (4.5, max(1.6, 0.32 * len(values) + 0.9)))
+    y = np.arange(len(values))[::-1]
+    colors = ["C7" if target_label is None else ("C2" if lab == target_label else "C3") for lab in labels]
+    ax.barh(y, values, xerr=np.nan_to_num(errors), color=colors, alpha=0.85, capsize=2, height=0.7)
+    ax.set_yticks(y, [f"#{int(i)} ({_class_name(class_names, int(lab))})" for i, lab in zip(index, labels)])
+    ax.axvline(0, color="0.5", linewidth=0.8)
+    ax.set_xlabel("influence (± s.e.)")
+    if title is None:
+        j = frame.attrs.get("eval_index")
+        title = "most influential training examples" + (f" on #{j}" if j is not None else "")
+        if target_label is not None:
+            title += f" (label {_class_name(class_names, int(target_label))})"
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def influence_pairs(
+    pairs: "pd.DataFrame",
+    train_images: np.ndarray,
+    eval_images: np.ndarray | None = None,
+    ax: "Axes | None" = None,
+    *,
+    max_pairs: int = 8,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> "Axes":
+    """High-influence pairs as Feldman & Zhang show them: each column a training example (top) and
+    the target it influences (below), captioned with labels, memorization and influence.
+
+    ``pairs`` is what :meth:`Influence.pairs <cscore_lab.influence.Influence.pairs>` returns (or any
+    frame with ``train_index``, ``eval_index``, ``influence``, ``train_label``, ``eval_label`` and
+    optionally ``memorization``), drawn in its order, at most ``max_pairs``. ``eval_images`` are the
+    targets' images (an evaluation set); without them the targets are training examples.
+    """
+    _need_columns(pairs, ("train_index", "eval_index", "influence", "train_label", "eval_label"), "influence_pairs")
+    if isinstance(max_pairs, bool) or not isinstance(max_pairs, (int, np.integer)) or max_pairs < 1:
+        raise ValueError(f"max_pairs must be a positive integer, got {max_pairs!r}")
+    train_images = np.asarray(train_images)
+    eval_images = train_images if eval_images is None else np.asarray(eval_images)
+    rows = pairs.head(int(max_pairs))
+    ax = _axes(ax, (1.15 * max(len(rows), 1) + 0.3, 3.0))
+    if not len(rows):
+        ax.text(0.5, 0.5, "no pairs to show", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
+    ti = rows["train_index"].to_numpy(dtype=np.int64)
+    ej = rows["eval_index"].to_numpy(dtype=np.int64)
+    if ti.max() >= len(train_images) or ej.max() >= len(eval_images):
+        raise ValueError(f"pairs refer to examples beyond the {len(train_images)} training and {len(eval_images)} "
+                         f"target images given")
+    mem = rows["memorization"].to_numpy(dtype=np.float64) if "memorization" in rows else None
+    top = [f"{_class_name(class_names, int(lab))}" + (f" m{m:.2f}" if mem is not None else "")
+           for lab, m in zip(rows["train_label"], mem if mem is not None else [0] * len(rows))]
+    bottom = [f"{_class_name(class_names, int(lab))} {v:+.2f}" for lab, v in zip(rows["eval_label"], rows["influence"])]
+    images = np.concatenate([train_images[ti], eval_images[ej]])
+    image_grid(images, ax=ax, captions=top + bottom, ncols=len(rows))
+    ax.set_title(title if title is not None else "training example (top: label, memorization) → influenced "
+                 "example (below: label, influence)", fontsize=9)
+    return ax
 
 
 # --------------------------------------------------------------------------- images
