@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from .options import (EstimateOptions, add_dataset_options, add_estimate_options, add_proxy_options, data_spec_from,
                       error_message, positive_int, resolve_estimation, seed_value)
@@ -25,6 +26,13 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 class CLIError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake reported as one line (exit status 2) that points to ``--help``."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def print_lowest(cs, dataset, k: int = 10, out=None) -> None:
@@ -318,14 +326,21 @@ def cmd_influence(args: argparse.Namespace) -> int:
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report of a run folder",
                        description="Read a run folder (finished or not) with the data set it was made on and "
-                                   "write one HTML file: figures, tables, the lowest and highest examples per class.")
+                                   "write one HTML file: figures, tables, the lowest and highest examples per class, "
+                                   "memorization (memorization.npz, computed from the run's models when absent) and "
+                                   "influence (influence.npz, or computed with --influence).")
     p.add_argument("--run", required=True, metavar="DIR", help="the run folder")
     p.add_argument("--data", metavar="PATH", help="the data set's folder or file, if it moved since the run")
     p.add_argument("--out", metavar="FILE", help="the HTML file to write (default: DIR/report.html)")
     p.add_argument("--proxies", action="store_true",
                    help="also compute the cheap proxies and their correlations with the C-scores (one full-data "
                         "training), unless the run folder holds them already")
-    p.add_argument("--device", default="auto", help="device for --proxies: auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--device", default=None, help="device for --proxies: auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--influence", action="store_true",
+                   help="also compute the influence of training examples (top-k per target, kept as influence.npz), "
+                        "unless the run folder holds it for the same models")
+    p.add_argument("--k", type=positive_int, default=10,
+                   help="training examples kept per target with --influence (default 10)")
     p.set_defaults(func=cmd_report)
 
 
@@ -334,18 +349,53 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
     from .runs import open_run
 
+    if args.device is not None and not args.proxies:
+        raise CLIError("--device is the device of --proxies' training; without --proxies nothing trains")
     run = open_run(args.run, data=args.data)
     proxies = run.proxies
     if args.proxies and proxies is None:
         from .proxies.suite import compute_proxies
 
-        proxies = compute_proxies(run.dataset, run.recipe, device=args.device)
+        proxies = compute_proxies(run.dataset, run.recipe, device=args.device or "auto")
         proxies.save(Path(args.run) / "proxies.npz")
     correlations = correlate(proxies, run.cscores) if proxies is not None else None
+    memorization, influence, eval_dataset = _report_memorization_influence(run, args)
     out = write_report(run.cscores, run.dataset, args.out or Path(args.run) / "report.html", proxies=proxies,
-                       correlations=correlations, masks=run.masks)
+                       correlations=correlations, masks=run.masks, memorization=memorization, influence=influence,
+                       eval_dataset=eval_dataset)
     print(f"report: {out}")
     return 0
+
+
+def _kept(run, cls):
+    """The run folder's saved ``cls`` table when it counts the same models as the run's scores, else None."""
+    path = run.folder / cls.FILENAME
+    if not path.is_file():
+        return None
+    table = cls.load(path)
+    return table if table.meta.get("models") == run.cscores.meta.get("runs_done") else None
+
+
+def _report_memorization_influence(run, args: argparse.Namespace):
+    """(memorization, influence, evaluation set) for the report: what the run folder keeps for its current
+    models; memorization computed when absent (cheap), influence only with --influence."""
+    from .influence import Influence
+    from .memorization import Memorization
+
+    memorization = _kept(run, Memorization)
+    if memorization is None:
+        try:
+            memorization = run.memorization()
+        except ValueError as exc:  # shards from before correctness on training examples
+            print(f"no memorization section: {exc}", file=sys.stderr)
+    influence = _kept(run, Influence)
+    if influence is None and args.influence:
+        influence = run.influence(k=args.k, data=args.data)
+        influence.save(run.folder)
+    eval_dataset = None
+    if influence is not None and influence.target == "eval" and run.spec is not None and run.spec.eval_data:
+        eval_dataset = run.spec.load_eval(path=args.data)
+    return memorization, influence, eval_dataset
 
 
 def _add_repair(sub) -> None:
@@ -387,12 +437,16 @@ COMMANDS: list[tuple[str, Callable]] = [
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="cscore-lab", description="C-scores of labeled data: estimate, proxies, reports.")
+    parser = _Parser(prog="cscore-lab", description="C-scores of labeled data: estimate, proxies, reports.")
     parser.add_argument("--version", action="version", version=f"cscore-lab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _, add in COMMANDS:
         add(sub)
     return parser
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"cscore-lab: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -403,7 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line  # a bad shard left out, say: one line, not a source excerpt
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept in the run folder; run the same command again to resume",
               file=sys.stderr)

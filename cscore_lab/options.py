@@ -273,6 +273,8 @@ def resolve_estimation(options: EstimateOptions, loaded: Any, *, run_root: str |
                                       runs=options.runs if options.runs is not None else default_runs,
                                       seed=options.seed, shard_size=options.shard_size)
     backend = backend_from_options(options.backend, address=options.address, num_gpus=options.num_gpus)
+    if options.out is not None and not str(options.out).strip():
+        raise ValueError("--out needs a folder, got an empty string (leave --out out for the default folder)")
     out = Path(options.out) if options.out else default_run_folder(ds.name, preset.recipe.name, plan.seed, run_root)
     spec = loaded.spec
     if options.eval_data is not None:

@@ -1,8 +1,9 @@
 """A self-contained HTML report of C-scores: one file a user can mail or archive.
 
 :func:`write_report` renders what the library computed (scores, proxies, correlations, noise
-masks) into one HTML file: figures embedded as base64 PNG, tables, and the lowest- and
-highest-scoring examples of every class. It computes nothing itself; ``cscore-lab report``
+masks, memorization and influence) into one HTML file: figures embedded as base64 PNG, tables,
+the lowest- and highest-scoring examples of every class, the most memorized examples and the
+strongest influence pairs with both images. It computes nothing itself; ``cscore-lab report``
 opens the run with :func:`cscore_lab.runs.open_run` and passes what it holds.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from .cscores import CScores
 from .data import Dataset
-from .results import atomic_write
+from .results import atomic_write, make_folder
 
 __all__ = ["write_report", "report_html"]
 
@@ -84,6 +85,111 @@ def _examples_html(cs: CScores, dataset: Dataset, per_class: int, max_classes: i
             f"<table class='examples'>{''.join(rows)}</table>")
 
 
+def _pm(value: float, err: float | None = None) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:.3f}" + (f" ± {err:.3f}" if err is not None and np.isfinite(err) else "")
+
+
+def _thumb(dataset: Dataset | None, i: int, masks: Mapping[str, np.ndarray], alt: str, size: int = 48) -> str:
+    """One example's image, framed in its mask's colour ('' without a data set)."""
+    from .viz.plots import image_png
+
+    if dataset is None:
+        return ""
+    marks = [name for name in MASK_STYLES if name in masks and bool(masks[name][i])]
+    color = MASK_STYLES[marks[0]][0] if marks else "transparent"
+    return f"<div style='border:2px solid {color};display:inline-block'>{_img(image_png(dataset.images[i], size=size), alt)}</div>"
+
+
+def _memorization_html(mem: Any, cs: CScores, dataset: Dataset | None, masks: Mapping[str, np.ndarray],
+                       count: int) -> str:
+    from .viz import plots
+
+    s = mem.summary()
+    parts = [f"<p>Memorization (Feldman &amp; Zhang 2020) of example <i>i</i> = accuracy on <i>i</i> of the models "
+             f"that trained on it − accuracy of those that held it out, per subset ratio and pooled like the "
+             f"C-score, from the same {s['models']} models. High for examples the models only get right when they "
+             f"saw them (rare, ambiguous, mislabeled); near 0 for regular ones. Mean {s['mean_memorization']:.3f}, "
+             f"{s['above_0.5']} examples above 0.5; mean in-subset accuracy {s['mean_in_accuracy']:.3f}, held-out "
+             f"{s['mean_heldout_accuracy']:.3f}; split-half reliability {s['reliability']:.3f}.</p>"]
+    parts.append(_figure(plots.memorization_scatter, mem, cs, masks=dict(masks), alt="memorization against the "
+                         "C-score", figsize=(5.5, 4.3), width=480))
+    for mask_name, mask in masks.items():
+        what = MASK_STYLES.get(mask_name, (None, mask_name))[1]
+        parts.append(_figure(plots.flipped_histogram, mem.memorization, mask, name="memorization", label=what,
+                             alt=f"memorization of clean examples and {what}s", figsize=(6, 3)))
+    names = dataset.class_names if dataset is not None else None
+    cells = []
+    for i in mem.most_memorized(count):
+        i = int(i)
+        label = html.escape(names[int(cs.labels[i])] if names is not None else str(int(cs.labels[i])))
+        flags = "".join(f", {MASK_STYLES[m][1]}" for m in MASK_STYLES if m in masks and bool(masks[m][i]))
+        tip = (f"#{i}, label {label}, memorization {_pm(mem.memorization[i], mem.stderr[i])}, in-subset accuracy "
+               f"{_pm(mem.in_accuracy[i])}, held-out accuracy {_pm(mem.heldout_accuracy[i])}, C-score "
+               f"{_pm(cs.scores[i])}{flags}")
+        err = f"±{mem.stderr[i]:.2f}" if np.isfinite(mem.stderr[i]) else ""
+        cells.append(f"<td title='{html.escape(tip)}'>{_thumb(dataset, i, masks, f'example {i}')}<div class='cap'>"
+                     f"#{i} · {label}<br>m {mem.memorization[i]:.2f}{err}<br>C {cs.scores[i]:.2f}</div></td>")
+    rows = "".join("<tr>" + "".join(cells[k:k + 12]) + "</tr>" for k in range(0, len(cells), 12))
+    parts.append(f"<h3>The {count} most memorized examples</h3><p>Captions: example index · label; memorization "
+                 f"(m) ± its standard error; C-score (C). Hover for the in-subset and held-out accuracies.</p>"
+                 f"<table class='examples memorized'>{rows}</table>")
+    return "\n".join(parts)
+
+
+def _influence_html(infl: Any, mem: Any, dataset: Dataset | None, eval_dataset: Dataset | None,
+                    masks: Mapping[str, np.ndarray], threshold: float, count: int) -> str:
+    import warnings
+
+    s = infl.summary()
+    on_eval = infl.target == "eval"
+    targets = eval_dataset if on_eval else dataset
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pairs = infl.pairs(threshold, memorization=mem)
+    what = (f"the {s['targets']} examples of the evaluation set{f' {eval_dataset.name}' if eval_dataset else ''}"
+            if on_eval else f"the {s['targets']} training examples themselves, each judged by the models that held it out")
+    parts = [f"<p>Influence (Feldman &amp; Zhang 2020) of training example <i>i</i> on target <i>j</i> = accuracy on "
+             f"<i>j</i> of the models that trained on <i>i</i> − of those that did not. Targets: {what}; the "
+             f"{s['k']} most influential training examples of each are kept, from {s['models']} models over "
+             f"{s['ratios']} ratios. {len(pairs)} kept pairs have influence above {threshold:g} (Feldman &amp; "
+             f"Zhang's threshold). With few models many of them are chance: compare each influence with its "
+             f"standard error.</p>"]
+    parts += [f"<p class='meta'>{html.escape(str(w.message))}</p>" for w in caught]
+    if not len(pairs):
+        frame = infl.to_frame()
+        pairs = frame.sort_values(["influence", "eval_index", "train_index"], ascending=[False, True, True],
+                                  kind="stable").drop(columns="rank")
+        pairs["same_label"] = pairs["eval_label"].to_numpy() == pairs["train_label"].to_numpy()
+        parts.append("<p>The strongest kept pairs:</p>")
+    names = dataset.class_names if dataset is not None else None
+
+    def name(k: int) -> str:
+        return html.escape(names[k] if names is not None and k < len(names) else str(k))
+
+    if targets is None and on_eval:
+        parts.append("<p class='meta'>The evaluation set was not given: its images are left out.</p>")
+    has_mem = "memorization" in pairs
+    cells = []
+    for r in pairs.head(count).itertuples():
+        i, j = int(r.train_index), int(r.eval_index)
+        memo = f"<br>m {r.memorization:.2f}" if has_mem and np.isfinite(r.memorization) else ""
+        other = "" if r.same_label else " style='color:#c62828'"
+        tip = (f"training example #{i} (label {name(int(r.train_label))}"
+               + (f", memorization {_pm(r.memorization, getattr(r, 'memorization_stderr', None))}" if has_mem else "")
+               + f") → target #{j} (label {name(int(r.eval_label))}): influence {_pm(r.influence, r.stderr)}")
+        cells.append(f"<td title='{html.escape(tip)}'>{_thumb(dataset, i, masks, f'training example {i}')}"
+                     f"<div class='cap'>#{i} · {name(int(r.train_label))}{memo}</div><div class='arrow'>↓ "
+                     f"{r.influence:+.2f}±{r.stderr:.2f}</div>{_thumb(targets, j, {} if on_eval else masks, f'target {j}')}"
+                     f"<div class='cap'{other}>#{j} · {name(int(r.eval_label))}</div></td>")
+    rows = "".join("<tr>" + "".join(cells[k:k + 12]) + "</tr>" for k in range(0, len(cells), 12))
+    parts.append(f"<p>Each column: a training example (index · label, its memorization m), the influence ± s.e. "
+                 f"on the target below it (index · label; red when the labels differ), strongest first.</p>"
+                 f"<table class='examples pairs'>{rows}</table>")
+    return "\n".join(parts)
+
+
 def _check_masks(masks: Mapping[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
     out = {}
     for name, mask in (masks or {}).items():
@@ -96,7 +202,9 @@ def _check_masks(masks: Mapping[str, np.ndarray] | None, n: int) -> dict[str, np
 
 def report_html(cscores: CScores, dataset: Dataset | None, *, proxies: Any = None, correlations: Any = None,
                 masks: Mapping[str, np.ndarray] | None = None, title: str | None = None, per_class: int = 8,
-                max_classes: int = 20) -> str:
+                max_classes: int = 20, memorization: Any = None, influence: Any = None,
+                eval_dataset: Dataset | None = None, memorized: int = 24, threshold: float = 0.15,
+                pairs: int = 24) -> str:
     """The report as an HTML string; see :func:`write_report`."""
     from .viz import plots
 
@@ -104,6 +212,17 @@ def report_html(cscores: CScores, dataset: Dataset | None, *, proxies: Any = Non
     if dataset is not None and len(dataset) != len(cs):
         raise ValueError(f"the data set {dataset.name!r} has {len(dataset)} examples, the C-scores {len(cs)}")
     masks = _check_masks(masks, len(cs))
+    for value, what in ((per_class, "per_class"), (memorized, "memorized"), (pairs, "pairs")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    if memorization is not None and len(memorization) != len(cs):
+        raise ValueError(f"the memorization table has {len(memorization)} examples, the C-scores {len(cs)}")
+    if influence is not None:
+        if influence.n_train != len(cs):
+            raise ValueError(f"the influence table is of {influence.n_train} training examples, the C-scores {len(cs)}")
+        if eval_dataset is not None and len(eval_dataset) != influence.n_eval:
+            raise ValueError(f"the evaluation set {eval_dataset.name!r} has {len(eval_dataset)} examples, the "
+                             f"influence table {influence.n_eval} targets")
     if proxies is not None and correlations is None:
         from .analysis import correlate
 
@@ -163,18 +282,28 @@ def report_html(cscores: CScores, dataset: Dataset | None, *, proxies: Any = Non
         parts.append("<h2>Lowest and highest C-scores per class</h2>")
         parts.append(_examples_html(cs, dataset, per_class, max_classes, masks))
 
+    if memorization is not None:
+        parts.append("<h2>Memorization</h2>")
+        parts.append(_memorization_html(memorization, cs, dataset, masks, memorized))
+    if influence is not None:
+        parts.append("<h2>Influence</h2>")
+        parts.append(_influence_html(influence, memorization, dataset, eval_dataset, masks, threshold, pairs))
+
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse}th,td{padding:2px 6px;text-align:left;vertical-align:top}"
              "table.facts th{color:#555;font-weight:normal}table.table td,table.table th{border-bottom:1px solid #ddd}"
              "table.examples td{text-align:center;font-size:11px}.cap{color:#444}.kind{color:#777;font-size:11px}"
-             "figure{margin:0.5em 0}.row{display:flex;flex-wrap:wrap;gap:8px}.meta{color:#777}")
+             "figure{margin:0.5em 0}.row{display:flex;flex-wrap:wrap;gap:8px}.meta{color:#777}"
+             ".arrow{font-size:11px;color:#1b5e20;margin:2px 0;white-space:nowrap}table.pairs td{padding:4px 6px}")
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
 def write_report(cscores: CScores, dataset: Dataset | None, path: str | Path, *, proxies: Any = None,
                  correlations: Any = None, masks: Mapping[str, np.ndarray] | None = None, title: str | None = None,
-                 per_class: int = 8) -> Path:
+                 per_class: int = 8, memorization: Any = None, influence: Any = None,
+                 eval_dataset: Dataset | None = None, memorized: int = 24, threshold: float = 0.15,
+                 pairs: int = 24) -> Path:
     """Write one self-contained HTML file about ``cscores`` and return its path.
 
     Parameters
@@ -194,15 +323,27 @@ def write_report(cscores: CScores, dataset: Dataset | None, path: str | Path, *,
         with a clean-vs-injected histogram.
     per_class : int, default 8
         Lowest and highest examples shown per class.
+    memorization : Memorization, optional
+        Adds a "Memorization" section: memorization against the C-score, clean against injected
+        examples, and the ``memorized`` most memorized examples with their images.
+    influence : Influence, optional
+        Adds an "Influence" section: the ``pairs`` strongest kept pairs above ``threshold`` (Feldman
+        & Zhang's 0.15), each with the training example's and the target's images, the influence ±
+        its standard error and the training example's memorization (from ``memorization``).
+    eval_dataset : Dataset, optional
+        The evaluation set of an influence table whose targets are one (their images).
 
     See Also
     --------
     cscore_lab.runs.open_run : the scores, data set, masks and proxies of a run folder.
+    cscore_lab.runs.memorization_of, cscore_lab.runs.influence_of : memorization and influence of a run.
     """
     path = Path(path)
     if not path.suffix:
         path = path.with_suffix(".html")
     text = report_html(cscores, dataset, proxies=proxies, correlations=correlations, masks=masks,
-                       title=title, per_class=per_class).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
+                       title=title, per_class=per_class, memorization=memorization, influence=influence,
+                       eval_dataset=eval_dataset, memorized=memorized, threshold=threshold,
+                       pairs=pairs).encode("utf-8")
+    make_folder(path.parent)
     return atomic_write(path, lambda fh: fh.write(text))

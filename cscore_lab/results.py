@@ -18,6 +18,7 @@ a kill or a full disk leaves either the old file or the new one, never half of o
 
 from __future__ import annotations
 
+import errno
 import html
 import json
 import os
@@ -26,7 +27,7 @@ from typing import IO, Any, Callable, ClassVar, Iterable, Mapping, TypeVar
 
 import numpy as np
 
-__all__ = ["ResultTable", "atomic_write", "save_npz", "load_npz", "html_table", "check_array", "TMP_MARK"]
+__all__ = ["ResultTable", "atomic_write", "make_folder", "save_npz", "load_npz", "html_table", "check_array", "TMP_MARK"]
 
 #: Temporary files carry this in their name; readers ignore them and writers clean up stale ones.
 TMP_MARK = ".tmp-"
@@ -43,6 +44,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     and the error propagates (an ``OSError`` keeps naming the path).
     """
     path = Path(path)
+    _check_folder(path.parent, path.name)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
@@ -50,11 +52,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, str(tmp)):
+            # a full disk, a read-only folder: name the file the user asked for, not our temporary one
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
         raise
     try:
         fd = os.open(path.parent, os.O_RDONLY)
@@ -67,6 +72,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     finally:
         os.close(fd)
     return path
+
+
+def _check_folder(folder: Path, name: str) -> None:
+    """Raise an ``OSError`` naming ``folder`` when ``name`` cannot be created in it because it is missing
+    or is not a folder (rather than an error about a temporary file the user never named)."""
+    if folder.is_dir():
+        return
+    for above in (folder, *folder.parents):
+        if above.exists() and not above.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"is a file, not a folder (cannot write {name} under it)",
+                                     str(above))
+    raise FileNotFoundError(errno.ENOENT, f"no such folder (cannot write {name} into it)", str(folder))
+
+
+def make_folder(folder: str | os.PathLike) -> Path:
+    """``mkdir -p folder``; a file in the way is an ``OSError`` that names it."""
+    folder = Path(folder)
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(above))
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -19,6 +19,7 @@ memory, for estimations without a folder.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import fcntl
 import hashlib
 import json
@@ -33,7 +34,7 @@ from typing import Any, ContextManager, Iterable, Iterator
 
 import numpy as np
 
-from .results import TMP_MARK, atomic_write, load_npz, remove_stale_temporaries, save_npz
+from .results import TMP_MARK, atomic_write, load_npz, make_folder, remove_stale_temporaries, save_npz
 
 __all__ = ["RunStore", "MemoryStore", "ShardResult", "StoreMismatchError", "StoreBusyError", "ShardError",
            "identity_digest", "shard_key", "parse_shard_key"]
@@ -306,6 +307,10 @@ class RunStore:
         if self.exists():
             self.check_identity(self.read_manifest()["identity"], identity)
         elif self.path.is_dir() and any(p for p in self.path.iterdir() if p.name != ".lock"):
+            if self.shard_dir.is_dir() and any(self.shard_dir.glob("*.npz")):
+                raise StoreMismatchError(f"{self.path} holds shards but no {MANIFEST} (deleted?); its shards can "
+                                         f"rebuild it: 'cscore-lab repair --run {self.path}', then run the same "
+                                         f"estimate again to resume")
             raise StoreMismatchError(f"{self.path} exists, is not empty and holds no {MANIFEST}; choose an empty or "
                                      f"new folder")
 
@@ -355,6 +360,8 @@ class RunStore:
         For a folder whose manifest was deleted, emptied or damaged. The plan is the largest one
         the shards cover (their ratios, the highest run index + 1, the most common shard size).
         """
+        if not self.path.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no such run folder", str(self.path))
         identities: dict[str, dict[str, Any]] = {}
         ratios: set[float] = set()
         runs, sizes = 0, []
@@ -408,7 +415,7 @@ class RunStore:
         path = self.shard_dir / f"{key}.npz"
         examples = int(self.read_manifest()["identity"]["examples"])
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 return ShardResult.from_arrays(key, z, identity=self._shard_identity(z), examples=examples)
         except ShardError as exc:
             raise ShardError(f"shard {path}: {exc}") from None
@@ -530,7 +537,7 @@ class RunStore:
         """Hold the folder for one estimation; a second one gets :class:`StoreBusyError`."""
         if self.path.exists() and not self.path.is_dir():
             raise StoreMismatchError(f"{self.path} is a file, not a run folder; choose a folder for --out")
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path)
         lock_path = self.path / ".lock"
         fh = open(lock_path, "a+")
         try:
