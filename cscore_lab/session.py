@@ -412,9 +412,11 @@ class CScoreSession:
     def memorization(self, dataset: str | None = None) -> Any:
         """Feldman & Zhang's memorization of every example, from the models of the record's estimate
         (:func:`cscore_lab.runs.memorization_of`); kept in the run folder as ``memorization.npz``."""
+        return self._memorize(self.analysis(dataset))
+
+    def _memorize(self, rec: Analysis) -> Any:
         from .runs import memorization_of
 
-        rec = self.analysis(dataset)
         store, plan, _ = self._models_of(rec)
         rec.memorization = memorization_of(store, labels=rec.dataset.labels, plan=plan, dataset=rec.dataset)
         if getattr(store, "path", None) is not None:
@@ -441,16 +443,46 @@ class CScoreSession:
 
         return NeighborIndex(rec.dataset.inputs.reshape(len(rec.dataset), -1), rec.dataset.labels)
 
+    def _memorization_for_view(self, rec: Analysis, cs: CScores) -> Any:
+        """The record's memorization, computed (it is cheap) when none is kept or the kept one counts other
+        models than ``cs``; None where the scores have no models behind them (published, format-1 shards)."""
+        mem = rec.memorization
+        if mem is not None and (cs.meta.get("runs_done") is None or mem.meta.get("models") == cs.meta["runs_done"]):
+            return mem
+        try:
+            return self._memorize(rec)
+        except ValueError:  # no models, or shards from before correctness on training examples: the tab says so
+            return None
+        except OSError:  # computed, but the run folder cannot keep it (read-only): show it all the same
+            return rec.memorization
+
+    def _influence_for_view(self, rec: Analysis) -> tuple[Any, Dataset | None]:
+        """The record's influence table, when computed, and the evaluation set its targets are in."""
+        infl = rec.influence
+        if infl is None or infl.target != "eval":
+            return infl, None
+        try:
+            return infl, self._models_of(rec)[2]
+        except (ValueError, OSError):  # the evaluation set cannot be loaded: its images are left out
+            return infl, None
+
     def dashboard(self, dataset: str | None = None) -> "Dashboard":
-        """The dashboard (Distribution, Agreement, Ratios, Gallery) of a data set's current scores."""
+        """The dashboard (Distribution, Agreement, Ratios, Memorization, Gallery) of a data set's current scores.
+
+        Memorization is computed from the estimate's models when none is kept (it is cheap); influence
+        is shown in the gallery when :meth:`influence` has computed it.
+        """
         from .viz.widgets import Dashboard
 
         rec = self.analysis(dataset)
         cs = self._scores_of(rec)
         if rec.proxies is not None and rec.correlations is None:
             self.compare(rec.dataset.name)
+        influence, eval_dataset = self._influence_for_view(rec)
         return Dashboard(cs, rec.dataset, proxies=rec.proxies, correlations=rec.correlations, masks=rec.masks,
-                         original_labels=rec.original_labels, neighbors=self._neighbors(rec))
+                         original_labels=rec.original_labels, neighbors=self._neighbors(rec),
+                         memorization=self._memorization_for_view(rec, cs), influence=influence,
+                         eval_dataset=eval_dataset)
 
     def gallery(self, dataset: str | None = None, *, label: str | int | None = None, order: str = "lowest",
                 count: int = 24) -> "Gallery":
@@ -460,8 +492,11 @@ class CScoreSession:
         if order not in ("lowest", "highest", "range"):
             raise ValueError(f"order must be lowest, highest or range, got {order!r}")
         rec = self.analysis(dataset)
-        g = Gallery(self._scores_of(rec), rec.dataset, masks=rec.masks, original_labels=rec.original_labels,
-                    count=count, neighbors=self._neighbors(rec))
+        cs = self._scores_of(rec)
+        influence, eval_dataset = self._influence_for_view(rec)
+        g = Gallery(cs, rec.dataset, masks=rec.masks, original_labels=rec.original_labels, count=count,
+                    neighbors=self._neighbors(rec), memorization=self._memorization_for_view(rec, cs),
+                    influence=influence, eval_dataset=eval_dataset)
         if label is not None:
             names = rec.dataset.class_names
             k = names.index(str(label)) if str(label) in names else (int(label) if str(label).isdigit() else -2)
