@@ -445,8 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"cscore-lab: warning: {message}", file=sys.stderr)
+def _warning_lines() -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints each distinct warning once, as one line."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if str(message) not in seen:
+            seen.add(str(message))
+            print(f"cscore-lab: warning: {message}", file=sys.stderr)
+
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -458,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _warning_line  # a bad shard left out, say: one line, not a source excerpt
+            warnings.showwarning = _warning_lines()  # a bad shard left out, say: one line, not a source excerpt
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept in the run folder; run the same command again to resume",
