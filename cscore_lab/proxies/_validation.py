@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.utils.validation import check_array, check_scalar
 
-__all__ = ["real_array", "features", "probabilities", "labels", "integer", "positive_number", "neighbour_count",
+__all__ = ["real_array", "features", "probabilities", "labels", "integer", "positive_number", "number_or_choice", "neighbour_count",
            "epoch_list", "choices", "dataset", "recipe"]
 
 
@@ -171,6 +171,15 @@ def positive_number(value: Any, name: str, *, alternatives: Sequence[str] = ()) 
     if not math.isfinite(float(value)):
         raise ValueError(expected)
     return float(value)
+
+
+def number_or_choice(value: Any, name: str, choices: Sequence[str]) -> float | str:
+    """One of the names ``choices`` as given, or a positive finite number (:func:`positive_number`)."""
+    if isinstance(value, str):
+        if value not in choices:
+            raise ValueError(f"{name} must be a positive finite number or one of {list(choices)}, got {value!r}")
+        return value
+    return positive_number(value, name, alternatives=choices)
 
 
 def neighbour_count(k: Any, n: int, name: str = "k") -> int:

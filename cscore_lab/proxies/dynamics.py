@@ -30,7 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LearningDynamics", "DYNAMICS_PROXIES", "RECORDS_PER_EPOCH", "forgetting_events"]
+from . import _validation as _v
+
+__all__ = ["LearningDynamics", "DYNAMICS_PROXIES", "RECORDS_PER_EPOCH", "forgetting_events", "record_interval"]
 
 #: Records per epoch of the learning-speed trajectory that compute_proxies takes by default
 #: (``dynamics_every_steps="auto"``: every ``round(steps per epoch / RECORDS_PER_EPOCH)`` steps).
@@ -38,6 +40,23 @@ RECORDS_PER_EPOCH = 4
 
 #: Names of the learning-speed proxies, in the order :meth:`LearningDynamics.proxies` returns them.
 DYNAMICS_PROXIES: tuple[str, ...] = ("cum_accuracy", "cum_label_prob", "cum_max_prob", "cum_neg_entropy", "neg_forgetting")
+
+
+def record_interval(every_steps: int | str | None, steps_per_epoch: int) -> int | None:
+    """The step interval of the learning-speed records that ``every_steps`` asks for (None: after every epoch).
+
+    ``"auto"`` gives ``round(steps_per_epoch / RECORDS_PER_EPOCH)`` (at least 1), or None when that is
+    a whole epoch or more; an integer is taken as it is; None stays None.
+    """
+    steps_per_epoch = _v.integer(steps_per_epoch, "steps_per_epoch", minimum=1)
+    if every_steps is None:
+        return None
+    if every_steps == "auto":
+        k = max(1, round(steps_per_epoch / RECORDS_PER_EPOCH))
+        return None if k >= steps_per_epoch else k
+    if isinstance(every_steps, str):
+        raise ValueError(f"dynamics_every_steps must be 'auto', None or a positive integer, got {every_steps!r}")
+    return _v.integer(every_steps, "dynamics_every_steps", minimum=1)
 
 
 def forgetting_events(correct: np.ndarray) -> np.ndarray:

@@ -112,18 +112,6 @@ class KDEResult:
 # ---------------------------------------------------------------------------
 
 
-def _check_bandwidth(bandwidth) -> float | str:
-    """Return a validated positive float or a known rule name."""
-    if isinstance(bandwidth, str):
-        if bandwidth not in BANDWIDTH_RULES:
-            raise ValueError(
-                f"bandwidth must be a positive finite number or one of "
-                f"{list(BANDWIDTH_RULES)}, got {bandwidth!r}"
-            )
-        return bandwidth
-    return _v.positive_number(bandwidth, "bandwidth", alternatives=BANDWIDTH_RULES)
-
-
 def _median_bandwidth(x: np.ndarray, sample_size: int, seed: int) -> float:
     """Median pairwise distance of a row sample (SciPy's ``pdist``); assumes valid ``x``."""
     n = x.shape[0]
@@ -209,7 +197,7 @@ def select_bandwidth(
         constant).
     """
     x = _v.features(features, dtype=np.float32)
-    rule = _check_bandwidth(rule)
+    rule = _v.number_or_choice(rule, "bandwidth", BANDWIDTH_RULES)
     sample_size = _v.integer(sample_size, "sample_size", minimum=2)
     return _resolve_bandwidth(x, rule, sample_size, _v.integer(seed, "seed"))[0]
 
@@ -435,7 +423,7 @@ def kde_scores(
     """
     x = _v.features(features, dtype=np.float32)
     y = _v.labels(labels, x.shape[0])
-    bw = _check_bandwidth(bandwidth)
+    bw = _v.number_or_choice(bandwidth, "bandwidth", BANDWIDTH_RULES)
     tile = _v.integer(tile, "tile", minimum=1)
     n_threads = _v.integer(os.cpu_count() or 1 if n_threads is None else n_threads, "n_threads", minimum=1)
     sample_size = _v.integer(sample_size, "sample_size", minimum=2)

@@ -29,7 +29,7 @@ computed per run and averaged). The result is a :class:`ProxyTable`: plain data 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -183,20 +183,6 @@ class _Reporter:
             self.bar.close()
 
 
-def _dynamics_steps(every_steps: int | str | None, steps_per_epoch: int) -> int | None:
-    """The step interval of the learning-speed records (None: after every epoch)."""
-    from .dynamics import RECORDS_PER_EPOCH
-
-    if every_steps is None:
-        return None
-    if every_steps == "auto":
-        k = max(1, round(steps_per_epoch / RECORDS_PER_EPOCH))
-        return None if k >= steps_per_epoch else k
-    if isinstance(every_steps, str):
-        raise ValueError(f"dynamics_every_steps must be 'auto', None or a positive integer, got {every_steps!r}")
-    return _v.integer(every_steps, "dynamics_every_steps", minimum=1)
-
-
 def _chosen_families(families: Any) -> tuple[tuple[str, ...], dict[str, str]]:
     """The families to compute and, for defaults that cannot run here, why they were left out."""
     skipped: dict[str, str] = {}
@@ -223,8 +209,9 @@ def _resolve(dataset, recipe, *, families, spaces, runs, epochs_for_features, ba
              lof_neighbors, dynamics_every_steps, early_epoch, prototype_epochs, prototype_metric, vog_epochs, folds,
              seed) -> tuple[ProxySetup, dict[str, str]]:
     """Every option checked once, before anything is trained."""
+    from .dynamics import record_interval
     from .hardness import default_early_epoch
-    from .kde import _check_bandwidth
+    from .kde import BANDWIDTH_RULES
 
     dataset, recipe = _v.dataset(dataset), _v.recipe(recipe)
     epochs, n = recipe.epochs, len(dataset)
@@ -238,11 +225,16 @@ def _resolve(dataset, recipe, *, families, spaces, runs, epochs_for_features, ba
                       else _v.epoch_list(epochs_for_features, "epochs_for_features", epochs))
     early = (default_early_epoch(epochs) if early_epoch is None
              else _v.integer(early_epoch, "early_epoch", minimum=1, maximum=epochs))
+    prototype_epochs = _v.epoch_list((early, epochs) if prototype_epochs is None else prototype_epochs,
+                                     "prototype_epochs", epochs)
+    if prototype_metric not in ("cosine", "euclidean"):
+        raise ValueError(f"prototype_metric must be 'cosine' or 'euclidean', got {prototype_metric!r}")
     if "vog" in chosen and epochs < 2:
         raise ValueError(f"VoG needs checkpoints from at least 2 epochs but the recipe trains {epochs}; "
                          f"leave 'vog' out of families")
-    if prototype_metric not in ("cosine", "euclidean"):
-        raise ValueError(f"prototype_metric must be 'cosine' or 'euclidean', got {prototype_metric!r}")
+    vog_epochs = _v.epoch_list(range(1, epochs + 1) if vog_epochs is None else vog_epochs, "vog_epochs", epochs)
+    if "vog" in chosen and len(vog_epochs) < 2:
+        raise ValueError(f"VoG needs at least 2 checkpoint epochs, got vog_epochs={list(vog_epochs)}")
     if "cleanlab" in chosen:
         from .label_issues import cross_validation_folds
 
@@ -251,19 +243,15 @@ def _resolve(dataset, recipe, *, families, spaces, runs, epochs_for_features, ba
     setup = ProxySetup(
         recipe=recipe, labels=dataset.labels, num_classes=dataset.num_classes,
         runs=_v.integer(runs, "runs", minimum=1), seed=_v.integer(seed, "seed"), families=chosen, spaces=spaces,
-        feature_epochs=feature_epochs, early_epoch=early,
-        prototype_epochs=((early, epochs) if prototype_epochs is None else prototype_epochs),
-        prototype_metric=prototype_metric,
-        vog_epochs=(tuple(range(1, epochs + 1)) if vog_epochs is None else vog_epochs),
-        dynamics_every_steps=_dynamics_steps(dynamics_every_steps, steps_per_epoch), steps_per_epoch=steps_per_epoch,
-        bandwidth=_check_bandwidth(bandwidth), bandwidth_scale=_v.positive_number(bandwidth_scale, "bandwidth_scale"),
-        knn_k=_v.neighbour_count(knn_k, n, "knn_k") if "knn" in chosen else knn_k,
-        lof_neighbors=_v.neighbour_count(lof_neighbors, n, "lof_neighbors") if "lof" in chosen else lof_neighbors,
-        folds=folds)
-    setup = replace(setup, prototype_epochs=_v.epoch_list(setup.prototype_epochs, "prototype_epochs", epochs),
-                    vog_epochs=_v.epoch_list(setup.vog_epochs, "vog_epochs", epochs))
-    if "vog" in chosen and len(setup.vog_epochs) < 2:
-        raise ValueError(f"VoG needs at least 2 checkpoint epochs, got vog_epochs={list(setup.vog_epochs)}")
+        feature_epochs=feature_epochs, early_epoch=early, prototype_epochs=prototype_epochs,
+        prototype_metric=prototype_metric, vog_epochs=vog_epochs,
+        dynamics_every_steps=record_interval(dynamics_every_steps, steps_per_epoch), steps_per_epoch=steps_per_epoch,
+        bandwidth=_v.number_or_choice(bandwidth, "bandwidth", BANDWIDTH_RULES),
+        bandwidth_scale=_v.positive_number(bandwidth_scale, "bandwidth_scale"),
+        knn_k=_v.neighbour_count(knn_k, n, "knn_k") if "knn" in chosen else _v.integer(knn_k, "knn_k", minimum=1),
+        lof_neighbors=(_v.neighbour_count(lof_neighbors, n, "lof_neighbors") if "lof" in chosen
+                       else _v.integer(lof_neighbors, "lof_neighbors", minimum=1)),
+        folds=_v.integer(folds, "folds", minimum=2))
     return setup, skipped
 
 
