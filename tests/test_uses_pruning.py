@@ -143,6 +143,8 @@ def test_pruning_validates_its_arguments(digits):
     s = np.zeros(len(digits))
     with pytest.raises(ValueError, match="fractions"):
         pruning_experiment(digits, s, fractions=(0.5, 1.5), progress=False)
+    with pytest.raises(ValueError, match="differ"):
+        pruning_experiment(digits, s, fractions=(0.5, 0.5000001), progress=False)
     with pytest.raises(ValueError, match="keep"):
         pruning_experiment(digits, s, keep=("most_regular", "easiest"), progress=False)
     with pytest.raises(ValueError, match="random"):

@@ -337,8 +337,9 @@ def pruning_experiment(
     """
     recipe = resolve_recipe(recipe)
     fractions = tuple(_check_fraction(f) for f in fractions)
-    if not fractions or len(set(fractions)) != len(fractions):
-        raise ValueError(f"fractions must be a non-empty sequence of distinct numbers in (0, 1], got {fractions!r}")
+    if not fractions or len({f"{f:.6f}" for f in fractions}) != len(fractions):
+        raise ValueError(f"fractions must be a non-empty sequence of numbers in (0, 1] that differ at 6 decimals, "
+                         f"got {fractions!r}")
     keep = (keep,) if isinstance(keep, str) else tuple(keep)
     if not keep or any(k not in KEEP_RULES for k in keep) or len(set(keep)) != len(keep):
         raise ValueError(f"keep must be distinct rules from {KEEP_RULES}, got {keep!r}")
