@@ -1,7 +1,8 @@
-"""Execute notebooks 01-03 top to bottom in a real kernel (nbclient); each ends with a cell of asserts.
+"""Execute notebooks 01-03 and 05 top to bottom in a real kernel (nbclient); each ends with a cell of asserts.
 
 They run in one temporary copy of ``notebooks/``, in order, so 02 reuses the run folder of 01 as a user's
-would; each prints how long it took.
+would; each prints how long it took. Notebook 05 also runs its MNIST part when ../shared/data holds MNIST
+(and says why it skips it otherwise); 04 has its own test (it needs the published scores).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ nbformat = pytest.importorskip("nbformat", reason="executing notebooks needs nbf
 nbclient = pytest.importorskip("nbclient", reason="executing notebooks needs nbclient (pip install 'cscore-lab[test]')")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("notebooks")
-    for nb in NOTEBOOKS.glob("0[1-3]-*.ipynb"):
+    for nb in [*NOTEBOOKS.glob("0[1-3]-*.ipynb"), NOTEBOOKS / "05-memorization-and-generalization.ipynb"]:
         shutil.copy(nb, folder / nb.name)
     return folder
 
@@ -70,3 +72,28 @@ def test_03_mislabeled_examples(workdir):
     nb, _ = execute(workdir / "03-mislabeled-examples.ipynb")
     assert checks_passed(nb)
     assert outputs(nb, WIDGET)  # the gallery
+
+
+def stream_text(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+
+
+@pytest.mark.slow
+def test_05_memorization_and_generalization(workdir, monkeypatch):
+    mnist = (SHARED_DATA / "mnist").is_dir()
+    if mnist:  # the notebook runs in a temporary folder: point it at the reference data
+        monkeypatch.setenv("CSCORE_SHARED_DATA", str(SHARED_DATA))
+    else:
+        monkeypatch.delenv("CSCORE_SHARED_DATA", raising=False)
+    nb, _ = execute(workdir / "05-memorization-and-generalization.ipynb")
+    assert checks_passed(nb)
+    assert len(outputs(nb, "image/png")) >= (7 if mnist else 6)
+    assert outputs(nb, WIDGET)  # the dashboard
+    text = stream_text(nb)
+    assert "of the 24 most memorized have a flipped label" in text
+    if mnist:
+        assert "MNIST: 24 models" in text
+    else:
+        print(f"notebook 05 ran without its MNIST part: no MNIST files at {SHARED_DATA / 'mnist'}")
+        assert "skipped: no MNIST files found" in text
