@@ -124,12 +124,14 @@ def test_quickstart_dashboard_in_jupyterlab(lab):
 
             # the live run monitor finished
             monitor = page.locator(f"{PANEL} .cscore-run-monitor").first
-            assert "48/48 runs" in monitor.locator(".cscore-status").text_content()
+            status = monitor.locator(".cscore-status").text_content()
+            assert "48/48 [" in status and "finished" in status  # tqdm's own meter
 
             dashboard = page.locator(f"{PANEL} .cscore-dashboard").first
             dashboard.scroll_into_view_if_needed()
             tabs = dashboard.locator(".lm-TabBar-tab")
-            assert [t.strip() for t in tabs.all_text_contents()] == ["Distribution", "Agreement", "Ratios", "Gallery"]
+            assert [t.strip() for t in tabs.all_text_contents()] == ["Distribution", "Agreement", "Ratios",
+                                                                     "Memorization", "Gallery"]
 
             # Agreement: the correlation table with the proxies, and its figures
             tabs.filter(has_text="Agreement").click()
@@ -142,8 +144,29 @@ def test_quickstart_dashboard_in_jupyterlab(lab):
             dashboard.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.screenshot(path=str(OUTPUT / "jupyterlab-quickstart-agreement.png"))
 
+            # Memorization: the summary, the scatter and the 16 most memorized examples, rendered
+            tabs.filter(has_text="Memorization").click()
+            memorized = dashboard.locator(".cscore-memorized-grid")
+            memorized.locator("img").first.wait_for(state="visible", timeout=15_000)
+            assert memorized.locator("img").count() == 16
+            assert "mean memorization" in dashboard.locator(".cscore-memorization-summary").text_content()
+            scatter = dashboard.locator(".cscore-memorization > .widget-hbox > .widget-image")
+            assert scatter.count() == 1 and scatter.evaluate("e => e.complete && e.naturalWidth > 0")
+            assert page.evaluate("els => els.every(e => e.complete && e.naturalWidth > 0)",
+                                 memorized.locator("img").element_handles())
+            dashboard.evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.screenshot(path=str(OUTPUT / "jupyterlab-quickstart-memorization.png"))
+            # a click on the most memorized opens it in the gallery, with its memorization
+            first = memorized.locator("button").first
+            chosen = first.get_attribute("title").split(":")[0]  # "#123: label 3, memorization ..."
+            first.click()
+            detail = dashboard.locator(".cscore-gallery-detail")
+            page.wait_for_function("([el, i]) => el.textContent.startsWith(i + ' label')",
+                                   arg=[detail.element_handle(), chosen], timeout=15_000)
+            assert "memorization" in detail.text_content()
+            assert dashboard.locator(".lm-TabBar-tab.lm-mod-current").text_content().strip() == "Gallery"
+
             # Gallery: 24 rendered images; another class gives other images and captions
-            tabs.filter(has_text="Gallery").click()
             grid = dashboard.locator(".cscore-gallery-grid")
             grid.locator("img").first.wait_for(state="visible", timeout=15_000)
             assert grid.locator("img").count() == 24
