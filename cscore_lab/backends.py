@@ -131,8 +131,10 @@ class LocalBackend:
                     stop.set()  # shards in flight end at their next step; queued ones never start
                 elif error is None:
                     on_result(value)  # deliver what finished before raising anything
-        except BaseException:
-            stop.set()
+        except BaseException:  # Ctrl-C, SIGTERM: the workers stop at their next step; wait for them, since
+            stop.set()          # leaving Python with a thread inside torch aborts the process
+            for t in threads:
+                t.join()
             raise
         if error is not None:
             raise error

@@ -10,11 +10,14 @@ Add a subcommand by writing such a pair and listing it in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from .options import (EstimateOptions, add_dataset_options, add_estimate_options, add_proxy_options, data_spec_from,
                       error_message, positive_int, resolve_estimation, seed_value)
@@ -457,6 +460,27 @@ def _warning_lines() -> Callable[..., None]:
     return show
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster's scheduler, ``kill``): handled as Ctrl-C is, so the shard in flight stops cleanly."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a command runs in the main thread, SIGTERM raises :class:`Terminated` (exit status 143)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cscore-lab``; returns the exit status."""
     parser = build_parser()
@@ -465,13 +489,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _sigterm_interrupts():
             warnings.showwarning = _warning_lines()  # a bad shard left out, say: one line, not a source excerpt
             return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished shards are kept in the run folder; run the same command again to resume",
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{how}: finished shards are kept in the run folder; run the same command again to resume",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except (CLIError, ValueError, OSError, ImportError, StoreBusyError, TrainingDiverged) as exc:
         # bad values, missing or unwritable files, missing extras, busy run folders: one line, no traceback
         print(f"cscore-lab {args.command}: error: {error_message(exc)}", file=sys.stderr)

@@ -8,9 +8,11 @@ rerunning resumes, a larger plan reuses every finished model of a smaller one.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -351,6 +353,7 @@ class Estimation:
 
         self.progress.state = "running"
         self.thread = threading.Thread(target=target, name=f"cscore-estimate-{self.dataset.name}", daemon=True)
+        _BACKGROUND.add(self)
         self.thread.start()
         return self.thread
 
@@ -366,6 +369,31 @@ class Estimation:
         if self.thread is not None:
             self.thread.join(timeout)
         return self.result
+
+
+#: Estimations running in background threads, stopped when Python exits (see :func:`stop_background`).
+_BACKGROUND: "weakref.WeakSet[Estimation]" = weakref.WeakSet()
+
+
+def stop_background(timeout: float = 30.0) -> list[Estimation]:
+    """Stop every estimation running in a background thread at its next training step; return them.
+
+    Registered with :mod:`atexit`: leaving Python (a script, a notebook kernel, an IPython shell)
+    with a background estimate running ends it at once, keeping its finished shards, instead of
+    training the shards still queued or killing a thread inside torch (which aborts the process).
+    Nothing is displayed any more at exit, so listeners (monitors, bars) are dropped first.
+    """
+    running = [e for e in list(_BACKGROUND) if e.thread is not None and e.thread.is_alive()]
+    for est in running:
+        est._listeners.clear()
+        est.stop(wait=False)
+    end = time.monotonic() + timeout
+    for est in running:
+        est.thread.join(max(0.0, end - time.monotonic()))
+    return running
+
+
+atexit.register(stop_background)
 
 
 class _TqdmProgress:

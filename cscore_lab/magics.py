@@ -10,10 +10,8 @@ traceback), holds ``%config``-able session defaults (``device``, ``run_root``, `
 from __future__ import annotations
 
 import argparse
-import atexit
 import difflib
 import shlex
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -365,9 +363,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register ``%cscore`` (called by ``%load_ext cscore_lab``)."""
     magics = CScoreMagics(ipython)
     ipython.register_magics(magics)
-    # stop background runs at their next training step before the interpreter tears down their threads
-    session = weakref.ref(magics.session)
-    atexit.register(lambda: session() is not None and session().stop(all=True, timeout=30))
+    # background runs stop at their next training step when Python exits: cscore_lab.holdout.stop_background
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -271,3 +271,97 @@ def test_remote_backends_check_the_device_on_their_workers(digits_small):
 
     est = Estimation(digits_small, FAST, SMALL_PLAN, device="cuda", backend=Remote())
     assert est.device == "cuda"
+
+
+# --------------------------------------------------------------------------- SIGTERM, Ctrl-C, leaving Python
+
+INTERRUPTED_PLAN = Plan(ratios=(0.3, 0.7), runs=12, seed=0, shard_size=2)
+INTERRUPTED_ARGS = ["estimate", "--ratios", "0.3", "0.7", "--runs", "12", "--shard-size", "2", "--device", "cpu",
+                    "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    """The scores of the interrupted CLI runs below, computed without interruption (in memory)."""
+    return estimate(load_digits(), "digits-mlp", INTERRUPTED_PLAN, device="cpu")
+
+
+def _default_signals():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a parent that ignores Ctrl-C must not make the child ignore it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _shard_files(folder):
+    return sorted((folder / "shards").glob("r*.npz")) if (folder / "shards").is_dir() else []
+
+
+@pytest.mark.parametrize("sig, status, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_sigterm_or_ctrl_c_then_rerun_gives_identical_scores(tmp_path, uninterrupted, sig, status, word):
+    """SIGTERM (a scheduler, kill) and Ctrl-C (SIGINT) stop the CLI cleanly: finished shards stay, nothing
+    partial is left, one line says how to resume, and the same command then gives the uninterrupted scores."""
+    from cscore_lab.cli import main
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "cscore_lab.cli", *INTERRUPTED_ARGS, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+    try:
+        deadline = time.time() + 180
+        while len(_shard_files(out)) < 2 and time.time() < deadline:
+            assert proc.poll() is None, "the estimation finished or died before it could be interrupted"
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, err
+    assert f"{word}: finished shards are kept in the run folder" in err and "Traceback" not in err
+    finished = _shard_files(out)
+    assert 2 <= len(finished) < 12
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]  # nothing half-written
+    assert main([*INTERRUPTED_ARGS, "--out", str(out)]) == 0
+    resumed = CScores.load(out)
+    assert resumed.meta["runs_done"] == 24
+    np.testing.assert_array_equal(resumed.scores, uninterrupted.scores)
+    np.testing.assert_array_equal(resumed.stderr, uninterrupted.stderr)
+    np.testing.assert_array_equal(resumed.heldout_counts, uninterrupted.heldout_counts)
+
+
+EXIT_SESSION = textwrap.dedent("""
+    import glob, sys, time
+    from cscore_lab.session import CScoreSession
+    session = CScoreSession(device="cpu")
+    session.estimate("digits", ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), runs=40, shard_size=2,
+                     out=sys.argv[1], monitor=False)
+    while not glob.glob(sys.argv[1] + "/shards/*.npz"):
+        time.sleep(0.02)
+    print("leaving", flush=True)
+""")
+
+EXIT_IPYTHON = textwrap.dedent('''
+    import sys
+    from IPython import start_ipython
+    cell = f"""
+    %load_ext cscore_lab
+    %cscore estimate --ratios 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 --runs 40 --shard-size 2 --device cpu --out {sys.argv[1]}
+    import glob, time
+    while not glob.glob("{sys.argv[1]}/shards/*.npz"):
+        time.sleep(0.02)
+    print("leaving", flush=True)
+    """
+    start_ipython(argv=["--quick", "--no-banner", "--colors=NoColor", "-c", cell])
+''')
+
+
+@pytest.mark.parametrize("script", [EXIT_SESSION, EXIT_IPYTHON], ids=["python-session", "ipython-shell"])
+def test_leaving_python_stops_a_background_estimate_at_its_next_step(tmp_path, script):
+    """Point 12: leaving Python while a background estimate of 180 shards runs neither waits for the queued
+    shards nor kills a thread inside torch (which aborts the process): it exits cleanly with a few shards."""
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300,
+                         preexec_fn=_default_signals)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "leaving" in res.stdout and "terminate called" not in res.stderr
+    finished = _shard_files(out)
+    assert 1 <= len(finished) < 180 // 2, len(finished)  # stopped at the next step, not after the queue
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
