@@ -140,6 +140,19 @@ def test_finer_records_count_forgetting_between_epochs():
     assert fine["cum_accuracy"][0] == 0.75 and coarse["cum_accuracy"][0] == 1.0
 
 
+def test_record_interval_of_the_suite():
+    from cscore_lab.proxies.dynamics import RECORDS_PER_EPOCH, record_interval
+
+    assert RECORDS_PER_EPOCH == 10
+    # "auto": round(steps per epoch / 10), at least every step, None when that is a whole epoch
+    assert [record_interval("auto", s) for s in (469, 57, 15, 5, 1)] == [47, 6, 2, 1, None]
+    assert record_interval(None, 57) is None and record_interval(7, 57) == 7
+    with pytest.raises(ValueError, match="'auto', None or a positive integer, got 'often'"):
+        record_interval("often", 57)
+    with pytest.raises(TypeError, match="dynamics_every_steps must be an integer >= 1, got True"):
+        record_interval(True, 57)
+
+
 def test_recorder_arguments():
     x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="every must be an integer >= 1, got 0"):

@@ -105,9 +105,9 @@ def test_one_shared_training_gives_what_each_family_gives_alone(table, small):
 
 
 def test_learning_speed_records_every_few_steps(small, table):
-    # "auto": about RECORDS_PER_EPOCH records per epoch (15 steps per epoch here: every 4 steps, then the end)
-    assert table.meta["options"]["dynamics_every_steps"] == 4
-    assert table.meta["dynamics_records"] == {"every_steps": 4, "records": 12}
+    # "auto": about RECORDS_PER_EPOCH = 10 records per epoch (15 steps per epoch here: every 2 steps, then the end)
+    assert table.meta["options"]["dynamics_every_steps"] == 2
+    assert table.meta["dynamics_records"] == {"every_steps": 2, "records": 23}
     per_epoch = compute_proxies(small, RECIPE, families=["dynamics"], runs=2, seed=3, dynamics_every_steps=None)
     assert per_epoch.meta["dynamics_records"] == {"every_steps": None, "records": 3}
     every5 = compute_proxies(small, RECIPE, families=["dynamics"], runs=2, seed=3, dynamics_every_steps=5)
