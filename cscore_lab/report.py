@@ -107,12 +107,12 @@ def _memorization_html(mem: Any, cs: CScores, dataset: Dataset | None, masks: Ma
     from .viz import plots
 
     s = mem.summary()
-    parts = [f"<p>Memorization (Feldman &amp; Zhang 2020) of example <i>i</i> = accuracy on <i>i</i> of the models "
+    parts = [(f"<p>Memorization (Feldman &amp; Zhang 2020) of example <i>i</i> = accuracy on <i>i</i> of the models "
              f"that trained on it − accuracy of those that held it out, per subset ratio and pooled like the "
              f"C-score, from the same {s['models']} models. High for examples the models only get right when they "
              f"saw them (rare, ambiguous, mislabeled); near 0 for regular ones. Mean {s['mean_memorization']:.3f}, "
              f"{s['above_0.5']} examples above 0.5; mean in-subset accuracy {s['mean_in_accuracy']:.3f}, held-out "
-             f"{s['mean_heldout_accuracy']:.3f}; split-half reliability {s['reliability']:.3f}.</p>"]
+             f"{s['mean_heldout_accuracy']:.3f}; split-half reliability {s['reliability']:.3f}.</p>")]
     parts.append(_figure(plots.memorization_scatter, mem, cs, masks=dict(masks), alt="memorization against the "
                          "C-score", figsize=(5.5, 4.3), width=480))
     for mask_name, mask in masks.items():
@@ -150,12 +150,12 @@ def _influence_html(infl: Any, mem: Any, dataset: Dataset | None, eval_dataset: 
         pairs = infl.pairs(threshold, memorization=mem)
     what = (f"the {s['targets']} examples of the evaluation set{f' {eval_dataset.name}' if eval_dataset else ''}"
             if on_eval else f"the {s['targets']} training examples themselves, each judged by the models that held it out")
-    parts = [f"<p>Influence (Feldman &amp; Zhang 2020) of training example <i>i</i> on target <i>j</i> = accuracy on "
+    parts = [(f"<p>Influence (Feldman &amp; Zhang 2020) of training example <i>i</i> on target <i>j</i> = accuracy on "
              f"<i>j</i> of the models that trained on <i>i</i> − of those that did not. Targets: {what}; the "
              f"{s['k']} most influential training examples of each are kept, from {s['models']} models over "
              f"{s['ratios']} ratios. {len(pairs)} kept pairs have influence above {threshold:g} (Feldman &amp; "
              f"Zhang's threshold). With few models many of them are chance: compare each influence with its "
-             f"standard error.</p>"]
+             f"standard error.</p>")]
     parts += [f"<p class='meta'>{html.escape(str(w.message))}</p>" for w in caught]
     if not len(pairs):
         frame = infl.to_frame()

@@ -190,7 +190,7 @@ def test_memorization_plots_return_the_ax_they_were_given(digits):
         (plots.influence_pairs, (infl.pairs(0.3), digits.images[:4], digits.images[4:6]), {}),
     ]
     for fn, args, kwargs in calls:
-        fig, ax = plt.subplots()
+        _, ax = plt.subplots()
         assert fn(*args, ax=ax, **kwargs) is ax, fn.__name__
         assert ax.has_data() or ax.images, f"{fn.__name__} drew nothing"
 

@@ -294,7 +294,7 @@ def test_gallery_detail_with_evaluation_targets_shows_their_images(digits_cscore
     g.select(5)
     sections = _detail_sections(g)
     assert not any("depends on most" in k for k in sections)  # targets are the evaluation set
-    (caption, tiles), = [(k, w) for k, w in sections.items() if "evaluation examples that depend" in k]
+    (tiles,) = [w for k, w in sections.items() if "evaluation examples that depend" in k]
     assert [t.children[1].value.split("title='#")[1].split("'")[0] for t in tiles.children] == ["2", "0"]
     assert "+0.35" in tiles.children[0].children[1].value and "±0.05" in tiles.children[0].children[1].value
     assert _png(tiles.children[0].children[0].value) == plots_image(test.images[2])
@@ -312,7 +312,7 @@ def plots_image(image):
 
 
 def test_views_refuse_tables_of_other_examples(tiny_tables, digits_cscores, digits):
-    cs, ds, mem, _ = tiny_tables
+    mem = tiny_tables[2]
     short = digits.subset(np.arange(100))
     with pytest.raises(ValueError, match="memorization table has 1797 examples, the C-scores 100"):
         W.MemorizationView(mem, digits_cscores.__class__(digits_cscores.scores[:100], digits.labels[:100]))
