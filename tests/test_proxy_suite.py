@@ -6,7 +6,6 @@ import torch
 
 from cscore_lab import cli
 from cscore_lab.data import load_digits
-from cscore_lab.holdout import estimate
 from cscore_lab.proxies.dynamics import DYNAMICS_PROXIES
 from cscore_lab.proxies.label_issues import cleanlab_available
 from cscore_lab.proxies.recorders import FeatureRecorder

@@ -36,8 +36,17 @@ import numpy as np
 
 from ..results import ResultTable
 from . import _validation as _v
-from .families import (DEFAULT_FAMILIES, FAMILIES, REGISTRY, SPACES, Context, EpochTicks, ProxySetup, build_recorders,
-                       merge_requests)
+from .families import (
+    DEFAULT_FAMILIES,
+    FAMILIES,
+    REGISTRY,
+    SPACES,
+    Context,
+    EpochTicks,
+    ProxySetup,
+    build_recorders,
+    merge_requests,
+)
 
 __all__ = ["ProxyTable", "compute_proxies", "FAMILIES", "DEFAULT_FAMILIES", "SPACES"]
 
