@@ -3,6 +3,7 @@
     python benchmarks/bench_trainer.py            # everything (about 5 minutes on 2 quiet cores)
     python benchmarks/bench_trainer.py --quick    # a smoke run
     python benchmarks/bench_trainer.py --only mnist --repeats 3
+    python benchmarks/bench_trainer.py --only ratio --precision bf16 --mnist ../shared/data/mnist   # 200 models at 0.5
 
 Prints the machine (CPU, fast-bf16 flags, load average before and after: the 2-core machines
 these run on are shared, so compare the columns of one run, not runs), its float32 and bf16
@@ -12,7 +13,10 @@ nn.Module + torch.optim.SGD, all threads, as a user would write it) and of cscor
 trainer run as users run it (``estimate`` with the local backend: one single-threaded shard per
 core), fp32 and bf16; their arithmetic rate as a share of the fp32 matmul rate (wall clock, the
 target's definition) and per CPU-second against the one-thread matmul rate (less sensitive to
-other processes); then the full 9 x 200 digits protocol in fp32 and bf16.
+other processes); then the full 9 x 200 digits protocol in fp32 and bf16. ``--only ratio`` trains
+``--runs`` mnist-mlp models (the full recipe, 10 epochs) at ``--ratio`` end to end as users run it and
+projects the full 9 x 200 protocol: at ratio 0.5, the mean of the paper's ratios, 9 times its time is
+exact for a cost linear in the ratio (training) plus a constant (evaluation on all N).
 
 Targets (2-core CPU, issue 12): mnist-mlp fp32 >= 85% of the fp32 matmul rate; bf16 >= 2.5x the
 fp32 trainer; digits protocol <= 10 s and >= 30x the plain loop.
@@ -26,11 +30,12 @@ import os
 import platform
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from cscore_lab.data import from_arrays, load_digits
+from cscore_lab.data import from_arrays, load_digits, load_mnist
 from cscore_lab.holdout import estimate
 from cscore_lab.recipes import Plan, get_preset
 from cscore_lab.shards import draw_subset
@@ -126,13 +131,41 @@ def compare(ds, preset_name: str, ratio: float, n_plain: int, n_stacked: int, ep
             "n_plain": n_plain, "n_stacked": n_stacked, **{k: v for k, v in best.items()}}
 
 
+def one_ratio(mnist_dir: Path | None, ratio: float, runs: int, precision: str) -> None:
+    """``runs`` mnist-mlp models at ``ratio``, end to end (local backend, shards of the preset's 25), and the
+    projection of the full protocol from it."""
+    preset = get_preset("mnist-mlp")
+    recipe = preset.recipe.with_(precision=precision)
+    if mnist_dir is not None:
+        ds = load_mnist(mnist_dir)
+    else:
+        rng = np.random.default_rng(0)
+        ds = from_arrays(rng.integers(0, 256, (60000, 784)).astype(np.uint8), np.arange(60000) % 10, name="mnist-shaped")
+    plan = Plan(ratios=(ratio,), runs=runs, shard_size=preset.plan.shard_size)
+    print(f"\nmnist-mlp {precision}, {runs} models at ratio {ratio:g} on {ds.name} ({len(ds):,} examples), shards of "
+          f"{plan.shard_size}, load average {load_average()}", flush=True)
+    t, c = time.perf_counter(), cpu_seconds()
+    cs = estimate(ds, recipe, plan, device="cpu")
+    dt, dc = time.perf_counter() - t, cpu_seconds() - c
+    flops = model_flops(ds, recipe, ratio) * runs
+    print(f"  {dt:.0f} s wall ({dc:.0f} CPU-s), {runs / dt:.3f} models/s, {flops / dt / 1e9:.0f} GFLOP/s "
+          f"({flops / dc / 1e9:.0f} per CPU-second); mean held-out score {np.nanmean(cs.scores):.4f}")
+    if abs(ratio - 0.5) < 1e-9:
+        print(f"  projected full protocol (9 ratios x {runs} runs = 9 x this): {9 * dt / 60:.1f} min wall at this load, "
+              f"{9 * dc / 60:.1f} CPU-minutes ({9 * dc / 60 / (os.cpu_count() or 1):.1f} min on {os.cpu_count()} free cores)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--only", choices=("digits", "mnist", "protocol"), action="append",
+    ap.add_argument("--only", choices=("digits", "mnist", "protocol", "ratio"), action="append",
                     help="run only these parts (repeatable; default: all)")
     ap.add_argument("--mnist-epochs", type=int, default=1, help="epochs per mnist-mlp model here (default 1; the recipe has 10)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each comparison, best kept (default 2)")
+    ap.add_argument("--ratio", type=float, default=0.5, help="--only ratio: the subset ratio (default %(default)s)")
+    ap.add_argument("--runs", type=int, default=200, help="--only ratio: models (default %(default)s)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="--only ratio: precision (default %(default)s)")
+    ap.add_argument("--mnist", type=Path, default=None, help="--only ratio: MNIST IDX folder (default: MNIST-shaped random data)")
     args = ap.parse_args()
     parts = set(args.only or ("digits", "mnist", "protocol"))
 
@@ -189,6 +222,8 @@ def main() -> None:
             print(f"full digits protocol, {precision} ({len(plan.ratios)} ratios x {plan.runs} runs = {plan.total_runs} "
                   f"models, shards of {plan.shard_size}): {dt:.1f} s ({dc:.1f} CPU-s), {plan.total_runs / dt:.1f} models/s, "
                   f"mean C-score {np.nanmean(cs.scores):.3f}, reliability {cs.reliability:.3f}")
+    if "ratio" in parts:
+        one_ratio(args.mnist, args.ratio, args.runs, args.precision)
     print(f"\nload average at end: {load_average()}")
 
 

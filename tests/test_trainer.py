@@ -157,6 +157,21 @@ def test_stop_interrupts_between_steps():
     assert seen == [1, 2, 3]
 
 
+def test_epoch_order_blocks_are_each_models_own_permutation():
+    """Every step's [M, batch] block is contiguous, and model m's steps of an epoch cover its subset once."""
+    subsets = torch.stack([torch.arange(10, 33), torch.arange(100, 123)])  # 23 examples each
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    blocks, tail = trainer._epoch_order(subsets, gens, 5)
+    assert blocks.shape == (4, 2, 5) and blocks.is_contiguous() and tail.shape == (2, 3) and tail.is_contiguous()
+    for m in range(2):
+        seen = torch.cat([blocks[:, m].reshape(-1), tail[m]])
+        assert sorted(seen.tolist()) == subsets[m].tolist()
+        want = subsets[m][torch.randperm(23, generator=torch.Generator().manual_seed(m + 1))]
+        assert torch.equal(seen, want)  # the model's own generator, in order
+    blocks, tail = trainer._epoch_order(subsets[:, :20], gens, 5)
+    assert blocks.shape == (4, 2, 5) and tail is None
+
+
 def test_model_seeds_are_distinct_and_stable():
     a = model_seeds(0, 0.3, 5)
     assert a == model_seeds(0, 0.3, 5)
