@@ -19,7 +19,6 @@ memory, for estimations without a folder.
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import fcntl
 import hashlib
 import json
@@ -307,10 +306,9 @@ class RunStore:
         if self.exists():
             self.check_identity(self.read_manifest()["identity"], identity)
         elif self.path.is_dir() and any(p for p in self.path.iterdir() if p.name != ".lock"):
-            if self.shard_dir.is_dir() and any(self.shard_dir.glob("*.npz")):
-                raise StoreMismatchError(f"{self.path} holds shards but no {MANIFEST} (deleted?); its shards can "
-                                         f"rebuild it: 'cscore-lab repair --run {self.path}', then run the same "
-                                         f"estimate again to resume")
+            if any(self.shard_dir.glob("*.npz")):  # nothing when there is no shard folder
+                raise StoreMismatchError(f"{self.path} holds shards but no {MANIFEST} (deleted?); rebuild it from "
+                                         f"them: 'cscore-lab repair --run {self.path}', then run the estimate again")
             raise StoreMismatchError(f"{self.path} exists, is not empty and holds no {MANIFEST}; choose an empty or "
                                      f"new folder")
 
@@ -349,10 +347,8 @@ class RunStore:
             if stored.get(key) != wanted.get(key):
                 diffs.append(f"{key}: store has {stored.get(key)!r}, this run has {wanted.get(key)!r}")
         if diffs:
-            raise StoreMismatchError(
-                f"run folder {self.path} belongs to another estimation; refusing to mix results:\n  "
-                + "\n  ".join(diffs) + "\nUse another --out folder (or delete this one)."
-            )
+            raise StoreMismatchError(f"run folder {self.path} belongs to another estimation; refusing to mix results:"
+                                     "\n  " + "\n  ".join(diffs) + "\nUse another --out folder (or delete this one).")
 
     def rebuild_manifest(self) -> dict[str, Any]:
         """Write a manifest rebuilt from the shards (each carries the run's identity); return it.
@@ -361,7 +357,7 @@ class RunStore:
         the shards cover (their ratios, the highest run index + 1, the most common shard size).
         """
         if not self.path.is_dir():
-            raise FileNotFoundError(errno.ENOENT, "no such run folder", str(self.path))
+            raise StoreMismatchError(f"{self.path}: no such run folder")
         identities: dict[str, dict[str, Any]] = {}
         ratios: set[float] = set()
         runs, sizes = 0, []
@@ -547,10 +543,8 @@ class RunStore:
                 fh.seek(0)
                 holder = fh.read().strip() or "another process"
                 fh.close()
-                raise StoreBusyError(
-                    f"run folder {self.path} is in use by another estimation ({holder}); "
-                    f"wait for it, stop it, or choose another folder"
-                ) from None
+                raise StoreBusyError(f"run folder {self.path} is in use by another estimation ({holder}); "
+                                     f"wait for it, stop it, or choose another folder") from None
             fh.seek(0)
             fh.truncate()
             fh.write(f"pid {os.getpid()} on {platform.node()}")
