@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from .options import (EstimateOptions, add_dataset_options, add_estimate_options, add_proxy_options, data_spec_from,
-                      error_message, positive_int, resolve_estimation, seed_value)
+                      error_message, nonnegative_int, positive_int, resolve_estimation, seed_value)
 from .shards import TrainingDiverged
 from .store import StoreBusyError
 
@@ -187,7 +187,7 @@ def _add_proxies(sub) -> None:
     p.add_argument("--cscores", metavar="FILE", help="or a saved CScores file or run folder (e.g. from 'published "
                                                      "--save') to correlate with")
     add_proxy_options(p)
-    p.add_argument("--n-boot", type=int, default=1000, metavar="B", help="bootstrap resamples for the intervals (default 1000)")
+    p.add_argument("--n-boot", type=nonnegative_int, default=1000, metavar="B", help="bootstrap resamples for the intervals (default 1000)")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of injected noise (as in estimate) and of the models")
     p.add_argument("--save", metavar="FILE", help="write the proxy table to FILE (.npz)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -413,6 +413,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from .store import RunStore
 
     store = RunStore(args.run)
+    if not store.path.exists():  # the lock would create it
+        raise CLIError(f"{store.path}: no such run folder")
     with store.lock():
         manifest = store.rebuild_manifest()
     plan = manifest["plan"]

@@ -23,7 +23,7 @@ from traitlets import Float, Int, TraitError, Unicode, validate
 
 from .cscores import CScores
 from .options import (add_dataset_options, add_estimate_options, add_proxy_options, error_message, fraction,
-                      positive_int, seed_value)
+                      nonnegative_int, positive_int, seed_value)
 from .session import PUBLISHED_NAMES, CScoreSession
 from .store import StoreBusyError
 
@@ -104,7 +104,7 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
 
     p = sub("compare", "correlate every proxy with the C-score (Spearman, Kendall, bootstrap intervals)")
     _dataset_arg(p, data=False)
-    p.add_argument("--boot", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000; 0: none)")
+    p.add_argument("--boot", type=nonnegative_int, default=1000, metavar="N", help="bootstrap resamples (default 1000; 0: none)")
     p.add_argument("--no-per-class", action="store_true", help="overall correlations only")
     _output_arg(p, "the CorrelationTable")
 

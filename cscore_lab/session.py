@@ -170,6 +170,8 @@ class CScoreSession:
 
         from .data import inject_label_noise
 
+        if name is not None and not name.strip():
+            raise ValueError("--name needs a name for the noisy copy, got an empty string")
         base = self.analysis(dataset, data=data)
         noisy, mask = inject_label_noise(base.dataset, fraction, seed=seed)
         spec = base.spec
@@ -287,7 +289,10 @@ class CScoreSession:
         shards in flight are dropped, finished shards stay. Returns one line per stopped run."""
         running = [r for r in self._records() if r.running]
         if dataset is not None and not all:
-            targets = [self.analysis(dataset)]
+            if dataset not in self.analyses:  # not a data set to load: there is nothing of it to stop
+                raise ValueError(f"no estimation of {dataset!r} in this session; running: "
+                                 f"{', '.join(r.dataset.name for r in running) or 'none'}")
+            targets = [self.analyses[dataset]]
         elif not all and self.current in self.analyses and self.analyses[self.current].running:
             targets = [self.analyses[self.current]]
         else:

@@ -449,9 +449,14 @@ CASES: list[Case] = [
          re.escape("cannot take this data set's inputs of shape [batch, 64]")),
     Case("python", 10, "a model_factory that is not callable", _factory(3),
          "model_factory must be a callable that returns a torch.nn.Module, got a int", TypeError),
-    # argparse mistakes are one line too
+    # argparse mistakes are one line too; more values checked before any work
     Case("cli", 0, "--runs x", "estimate --runs x", "argument --runs: expected a positive integer, got 'x'"),
     Case("cli", 0, "an unknown subcommand", "estimat", "invalid choice: 'estimat'"),
+    Case("cli", 0, "--n-boot -5", "proxies --run {ws}/run --n-boot -5", "argument --n-boot: expected an integer >= 0"),
+    Case("cli", 0, "repair of a folder that does not exist", "repair --run {ws}/nothing", "{ws}/nothing: no such run folder"),
+    Case("magic", 0, "--boot -1", "%cscore compare --boot -1", "argument --boot: expected an integer >= 0, got -1"),
+    Case("magic", 0, "noise --name empty", "%cscore noise digits 0.1 --name ''", "--name needs a name"),
+    Case("magic", 0, "stop of a data set never estimated", "%cscore stop mnist", "no estimation of 'mnist' in this session"),
 ]
 
 

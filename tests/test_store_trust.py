@@ -406,3 +406,8 @@ def test_stale_temporaries_of_dead_writers_are_cleaned_by_the_next_estimate(base
         assert same(CScores.load(run), base[1])
     finally:
         alive.communicate(b"", timeout=30)
+
+
+def test_repair_of_a_folder_that_does_not_exist_creates_nothing(tmp_path):
+    status, _, err = cli("repair", "--run", str(tmp_path / "typo"))
+    assert status == 2 and f"{tmp_path / 'typo'}: no such run folder" in err and not (tmp_path / "typo").exists()
