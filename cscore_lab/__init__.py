@@ -16,6 +16,8 @@ _LAZY = {
     "correlate": "analysis", "detect_label_noise": "analysis", "detect_injected": "analysis",
     "load_published": "published", "open_run": "runs", "DataSpec": "runs", "CScoreSession": "session",
     "inject_ood": "ood", "OOD_KINDS": "ood",
+    "curriculum_experiment": "uses", "pruning_experiment": "uses", "active_collection_experiment": "uses",
+    "low_score_regions": "uses", "CurriculumSampler": "uses",
 }
 
 

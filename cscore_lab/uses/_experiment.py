@@ -161,9 +161,12 @@ def prepare_data(dataset: Dataset, *, test: Dataset | None, test_fraction: float
                  recipe: Recipe, device: str) -> PreparedData:
     """Split (or take ``test``), scale as the recipe says and move to the device, once.
 
-    Input scaling follows :func:`cscore_lab.trainer.prepare_inputs`. With a separate ``test`` set and
-    ``input_scaling="standardize"``, the statistics are those of training and test inputs together
-    (unsupervised, as for the estimate: no label enters them).
+    Input scaling follows :func:`cscore_lab.trainer.prepare_inputs`. A separate ``test`` set is
+    scaled with the training set's statistics (``reference=dataset``: its value range, or its
+    per-feature mean and standard deviation under ``input_scaling="standardize"``), as a model
+    deployed on new data would see it; nothing of the test set enters the training inputs. A
+    split of ``dataset`` is scaled with the statistics of the whole of it, as the estimate is
+    (unsupervised: no label enters them).
     """
     import torch
 
@@ -174,19 +177,13 @@ def prepare_data(dataset: Dataset, *, test: Dataset | None, test_fraction: float
     dev = resolve_device(device)
     if test is not None:
         _check_test_set(dataset, test)
-        if recipe.input_scaling == "standardize":
-            both = Dataset(np.concatenate([dataset.inputs, test.inputs]), np.concatenate([dataset.labels, test.labels]),
-                           np.concatenate([dataset.images, test.images]), dataset.class_names, dataset.name,
-                           dataset.value_range)
-            x_all, y_all = prepare_inputs(both, recipe, dev)
-            n = len(dataset)
-            x, y, x_test, y_test = x_all[:n], y_all[:n], x_all[n:], y_all[n:]
-        else:
-            x, y = prepare_inputs(dataset, recipe, dev)
-            x_test, y_test = prepare_inputs(test, recipe, dev)
+        x, y = prepare_inputs(dataset, recipe, dev)
+        x_test, y_test = prepare_inputs(test, recipe, dev, reference=dataset)
         train_index = np.arange(len(dataset), dtype=np.int64)
         test_index = None
         ident = {"test": {"name": test.name, "fingerprint": test.fingerprint, "examples": len(test)}}
+        if recipe.input_scaling == "standardize":  # the rule changed from pooled statistics: older folders differ
+            ident["test"]["scaling"] = "training statistics"
     else:
         if not (isinstance(test_fraction, (int, float)) and 0.0 < test_fraction < 1.0):
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
@@ -342,15 +339,6 @@ def model_factory_name(factory: Callable[[], Any] | None) -> str | None:
     return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
 
 
-def _torch_threads(n: int):
-    """The house thread policy (one intra-op torch thread per training), wherever it lives."""
-    try:
-        from ..trainer import torch_threads
-    except ImportError:  # pragma: no cover - before issue 13's restructure it lived in backends
-        from ..backends import torch_threads
-    return torch_threads(n)
-
-
 def _run_parallel(items: Sequence[Any], fn: Callable[[Any], Any], on_result: Callable[[Any], None],
                   halt: threading.Event, workers: int) -> None:
     """``on_result(fn(item))`` for every item, ``workers`` at a time; results are delivered in this thread.
@@ -418,6 +406,7 @@ class Runner:
         from contextlib import nullcontext
 
         from ..store import RunStore, StoreMismatchError
+        from ..trainer import torch_threads
 
         if self.workers is not None:
             check_positive_int("workers", self.workers)
@@ -460,7 +449,7 @@ class Runner:
                     self.resumed += 1
                     reporter.group_done(g, resumed=True)
                 workers = self._workers(len(todo))
-                with _torch_threads(1):
+                with torch_threads(1):
                     if workers <= 1:
                         for g in todo:
                             finished(train(g))

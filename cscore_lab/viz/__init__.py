@@ -1,4 +1,5 @@
-"""Views of C-scores: figures (:mod:`.plots`, matplotlib only) and notebook widgets (:mod:`.widgets`).
+"""Views of C-scores: figures (:mod:`.plots`, and :mod:`.uses` for the experiments of :mod:`cscore_lab.uses`;
+matplotlib only) and notebook widgets (:mod:`.widgets`).
 
 ``import cscore_lab.viz`` loads neither matplotlib nor ipywidgets; the widget classes are
 imported on first use.
@@ -26,6 +27,7 @@ from .plots import (  # noqa: F401
     render_png,
     score_histogram,
 )
+from .uses import collection_curves, curriculum_curves, pruning_curves, region_bars  # noqa: F401
 
 _WIDGETS = ("Dashboard", "RunMonitor", "Gallery", "DistributionView", "AgreementView", "RatiosView",
             "MemorizationView")
@@ -43,5 +45,5 @@ __all__ = [
     "score_histogram", "class_distributions", "consistency_profiles", "example_profile", "proxy_scatter",
     "correlation_heatmap", "correlation_intervals", "flipped_histogram", "memorization_scatter", "influence_bars",
     "influence_pairs", "image_grid", "new_figure", "figure_png",
-    "render_png", "image_png", *_WIDGETS,
+    "render_png", "image_png", "curriculum_curves", "pruning_curves", "collection_curves", "region_bars", *_WIDGETS,
 ]
