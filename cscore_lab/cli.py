@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Sequence
 
+from .cli_uses import USES_COMMANDS
 from .options import (EstimateOptions, add_dataset_options, add_estimate_options, add_proxy_options, data_spec_from,
                       error_message, nonnegative_int, positive_int, resolve_estimation, seed_value)
 from .shards import TrainingDiverged
@@ -330,8 +331,9 @@ def _add_report(sub) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report of a run folder",
                        description="Read a run folder (finished or not) with the data set it was made on and "
                                    "write one HTML file: figures, tables, the lowest and highest examples per class, "
-                                   "memorization (memorization.npz, computed from the run's models when absent) and "
-                                   "influence (influence.npz, or computed with --influence).")
+                                   "memorization (memorization.npz, computed from the run's models when absent), "
+                                   "influence (influence.npz, or computed with --influence) and the experiments kept "
+                                   "in its uses/ folder (cscore-lab prune, curriculum, collect).")
     p.add_argument("--run", required=True, metavar="DIR", help="the run folder")
     p.add_argument("--data", metavar="PATH", help="the data set's folder or file, if it moved since the run")
     p.add_argument("--out", metavar="FILE", help="the HTML file to write (default: DIR/report.html)")
@@ -363,9 +365,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         proxies.save(Path(args.run) / "proxies.npz")
     correlations = correlate(proxies, run.cscores) if proxies is not None else None
     memorization, influence, eval_dataset = _report_memorization_influence(run, args)
+    from .experiments import kept_experiments
+
     out = write_report(run.cscores, run.dataset, args.out or Path(args.run) / "report.html", proxies=proxies,
                        correlations=correlations, masks=run.masks, memorization=memorization, influence=influence,
-                       eval_dataset=eval_dataset)
+                       eval_dataset=eval_dataset, experiments=kept_experiments(run.folder))
     print(f"report: {out}")
     return 0
 
@@ -436,6 +440,7 @@ COMMANDS: list[tuple[str, Callable]] = [
     ("influence", _add_influence),
     ("report", _add_report),
     ("repair", _add_repair),
+    *USES_COMMANDS,  # detect, curriculum, prune, collect (cli_uses.py)
 ]
 
 

@@ -17,9 +17,12 @@ import numpy as np
 from .cscores import CScores
 from .results import ResultTable, check_array
 
-__all__ = ["DetectionTable", "detect_injected", "detect_label_noise", "as_score_columns"]
+__all__ = ["DetectionTable", "detect_injected", "detect_label_noise", "detect_masks", "as_score_columns", "INJECTED"]
 
 DETECT_FORMAT = "cscore_lab.detection/1"
+
+#: The injection masks a data set can carry (its ``masks`` keys) and what each marks, in the tables' words.
+INJECTED = {"flipped": "flipped labels", "ood": "out-of-distribution examples"}
 
 
 def as_score_columns(scores: Any, n: int | None = None) -> dict[str, np.ndarray]:
@@ -200,6 +203,46 @@ def detect_label_noise(
 ) -> DetectionTable:
     """:func:`detect_injected` for flipped labels (the mask of ``inject_label_noise``)."""
     return detect_injected(scores, flipped_mask, cscores=cscores, what="flipped labels")
+
+
+def detect_masks(
+    cscores: CScores,
+    masks: Mapping[str, np.ndarray],
+    *,
+    memorization: Any = None,
+    proxies: Any = None,
+) -> dict[str, DetectionTable]:
+    """One :class:`DetectionTable` per injection mask, of every score known for the examples.
+
+    The rows are the C-score, memorization negated (``neg_memorization``, its
+    :attr:`~cscore_lab.memorization.Memorization.regularity`, so that low = suspect as for every
+    other row) when given, and every column of ``proxies``: what ``cscore-lab detect`` prints and
+    ``%cscore detect`` shows.
+
+    Parameters
+    ----------
+    cscores : CScores
+    masks : dict of str to bool array [N]
+        ``"flipped"`` and/or ``"ood"`` (see :data:`INJECTED`; other names are used as they are).
+    memorization : Memorization, optional
+    proxies : ProxyTable or dict of str to array [N], optional
+
+    Returns
+    -------
+    dict of str to DetectionTable, in the order of ``masks``
+    """
+    if not isinstance(cscores, CScores):
+        raise TypeError(f"cscores must be a CScores, got {type(cscores).__name__}")
+    if not masks:
+        raise ValueError("no injection mask given: nothing to detect (make a copy with inject_label_noise or inject_ood)")
+    scores: dict[str, np.ndarray] = {"cscore": cscores.scores}
+    if memorization is not None:
+        if len(memorization) != len(cscores):
+            raise ValueError(f"the memorization table has {len(memorization)} examples, the C-scores {len(cscores)}")
+        scores["neg_memorization"] = np.asarray(memorization.regularity, dtype=np.float64)
+    if proxies is not None:
+        scores.update(as_score_columns(proxies, len(cscores)))
+    return {name: detect_injected(scores, mask, what=INJECTED.get(name, name)) for name, mask in masks.items()}
 
 
 def _precision_at_k(suspicion: np.ndarray, mask: np.ndarray, k: int) -> float:

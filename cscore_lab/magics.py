@@ -22,6 +22,9 @@ from IPython.display import display
 from traitlets import Float, Int, TraitError, Unicode, validate
 
 from .cscores import CScores
+from .detection import INJECTED
+from .experiments import EXPERIMENTS, add_experiment_options, experiment_options, result_table
+from .ood import OOD_KINDS
 from .options import (add_dataset_options, add_estimate_options, add_proxy_options, error_message, fraction,
                       nonnegative_int, positive_int, seed_value)
 from .session import PUBLISHED_NAMES, CScoreSession
@@ -90,11 +93,12 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this long")
     _output_arg(p, "the CScores")
 
-    p = sub("status", "show the progress of this session's estimations")
+    p = sub("status", "show the progress of this session's estimations and experiments")
 
-    p = sub("stop", "stop a background estimate (the shard in flight is dropped; finished shards stay)")
+    p = sub("stop", "stop background estimates and experiments (what is in flight is dropped; finished shards and "
+                    "groups stay)")
     _dataset_arg(p, data=False)
-    p.add_argument("--all", action="store_true", help="stop every running estimate")
+    p.add_argument("--all", action="store_true", help="stop every running estimate and experiment")
 
     p = sub("proxies", "compute the cheap proxies (kernel density, learning speed, kNN, ...)")
     _dataset_arg(p)
@@ -108,8 +112,11 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
     p.add_argument("--no-per-class", action="store_true", help="overall correlations only")
     _output_arg(p, "the CorrelationTable")
 
-    p = sub("detect", "how well each score ranks the flipped labels of a noisy copy first")
+    p = sub("detect", "how well each score (C-score, memorization, every proxy) ranks the injected examples first")
     _dataset_arg(p, data=False)
+    p.add_argument("--kind", choices=list(INJECTED), default=None,
+                   help="flipped (labels, %%cscore noise) or ood (inputs, %%cscore ood); default: the data set's "
+                        "mask, flipped when it has both")
     _output_arg(p, "the DetectionTable")
 
     p = sub("memorization", "Feldman & Zhang's memorization of every example, from the estimate's models")
@@ -124,7 +131,7 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
                    help="show the pairs above this influence (Feldman & Zhang use 0.15)")
     _output_arg(p, "the Influence table")
 
-    p = sub("show", "the dashboard: Distribution, Agreement, Ratios, Memorization, Gallery")
+    p = sub("show", "the dashboard: Distribution, Agreement, Ratios, Memorization, Gallery, Uses")
     _dataset_arg(p, data=False)
     _output_arg(p, "the Dashboard widget")
 
@@ -142,6 +149,31 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
     p.add_argument("--data", metavar="PATH", help="folder or file holding the data set (all but digits)")
     p.add_argument("--name", help="name of the copy (default <dataset>-noise<fraction>)")
     _output_arg(p, "the noisy Dataset")
+
+    p = sub("ood", "make a copy of a data set with some examples replaced by out-of-distribution inputs, and "
+                   "remember which")
+    p.add_argument("dataset", metavar="DATASET", help="the data set to copy")
+    p.add_argument("fraction", type=fraction, help="share of examples to replace, in [0, 1]")
+    p.add_argument("--kind", choices=list(OOD_KINDS), default="gaussian",
+                   help=f"what replaces them: {', '.join(OOD_KINDS)} (default gaussian; see cscore_lab.ood)")
+    p.add_argument("--seed", type=seed_value, default=0, help="which examples are replaced, and their labels (default 0)")
+    p.add_argument("--source", metavar="PATH", help="pictures for --kind foreign where needed (an MNIST folder for digits)")
+    p.add_argument("--data", metavar="PATH", help="folder or file holding the data set (all but digits)")
+    p.add_argument("--name", help="name of the copy (default <dataset>-ood-<kind><fraction>)")
+    _output_arg(p, "the copy (a Dataset)")
+
+    for command, exp in EXPERIMENTS.items():
+        p = sub(command, exp.summary,
+                f"{exp.summary[0].upper()}{exp.summary[1:]} (cscore_lab.uses.{exp.function}), driven by the data set's "
+                f"scores. Runs in the background with a progress bar; %cscore status shows it, %cscore stop stops it, "
+                f"and the same line resumes from the finished groups in its folder. When it ends, the table and the "
+                f"figure appear below the cell (and in the Uses tab of %cscore show). The same options as "
+                f"'cscore-lab {command}'.")
+        _dataset_arg(p, data=False)
+        add_experiment_options(p, command, session_defaults=True)
+        p.add_argument("--wait", action="store_true", help="run in the foreground and return the result")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        _output_arg(p, "the ExperimentJob (background) or the result (--wait)")
 
     p = sub("load", "open a run folder (finished or not) with its data set")
     p.add_argument("run", metavar="DIR", help="the run folder")
@@ -301,7 +333,7 @@ class CScoreMagics(Magics):
 
     def _do_status(self, a: argparse.Namespace) -> None:
         lines = self.session.status()
-        print("\n".join(lines) if lines else "no estimations in this session")
+        print("\n".join(lines) if lines else "no estimations or experiments in this session")
 
     def _do_stop(self, a: argparse.Namespace) -> None:
         lines = self.session.stop(a.dataset, all=a.all)
@@ -321,7 +353,7 @@ class CScoreMagics(Magics):
         return self.session.compare(a.dataset, n_boot=a.boot, per_class=not a.no_per_class)
 
     def _do_detect(self, a: argparse.Namespace) -> Any:
-        return self.session.detect(a.dataset)
+        return self.session.detect(a.dataset, kind=a.kind)
 
     def _do_memorization(self, a: argparse.Namespace) -> Any:
         return self.session.memorization(a.dataset)
@@ -349,6 +381,45 @@ class CScoreMagics(Magics):
               f"%cscore estimate {rec.dataset.name} to score it")
         return _Quiet(rec.dataset)
 
+    def _do_ood(self, a: argparse.Namespace) -> _Quiet:
+        rec = self.session.ood(a.dataset, a.fraction, a.kind, seed=a.seed, data=a.data, source=a.source, name=a.name)
+        print(f"{rec.dataset.name}: {int(rec.ood_mask.sum())} of {len(rec.dataset)} examples replaced by {a.kind} "
+              f"inputs with random labels (seed {a.seed}); %cscore estimate {rec.dataset.name} to score it, then "
+              f"%cscore detect --kind ood")
+        return _Quiet(rec.dataset)
+
+    def _do_curriculum(self, a: argparse.Namespace) -> Any:
+        return self._experiment("curriculum", a)
+
+    def _do_prune(self, a: argparse.Namespace) -> Any:
+        return self._experiment("prune", a)
+
+    def _do_collect(self, a: argparse.Namespace) -> Any:
+        return self._experiment("collect", a)
+
+    def _experiment(self, command: str, a: argparse.Namespace) -> Any:
+        call = dict(score=a.score, preset=a.preset, out=a.out, progress=not a.quiet, **experiment_options(command, a))
+        if a.wait:
+            try:
+                result = self.session.experiment(command, a.dataset, wait=True, **call)
+            except KeyboardInterrupt:
+                result = None
+            if result is None:
+                job = list(self.session.analysis(a.dataset).jobs.values())[-1]
+                print(f"stopped: {job.line()}; the finished groups are kept in {job.out} and the same line resumes")
+                return None
+            _show_result(result)
+            return _Quiet(result)
+        job = self.session.experiment(command, a.dataset, **call)
+        print(f"{job.experiment.name} of {job.dataset.name} by {', '.join(job.scores)}, kept in {job.out}; running in "
+              f"the background: %cscore status, %cscore stop")
+        import ipywidgets as W
+
+        area = W.Output()
+        display(area)
+        job.add_listener(lambda j: _fill_when_done(area, j))
+        return _Quiet(job)
+
     def _do_load(self, a: argparse.Namespace) -> CScores:
         return self.session.load(a.run, data=a.data)
 
@@ -357,6 +428,37 @@ class CScoreMagics(Magics):
 
     def _do_datasets(self, a: argparse.Namespace) -> Any:
         return self.session.datasets()
+
+
+def _figure_png(result: Any) -> bytes:
+    from .viz.plots import render_png
+    from .viz.uses import experiment_figure
+
+    return render_png(experiment_figure, result, figsize=(6.5, 4.0))
+
+
+def _show_result(result: Any) -> None:
+    """Print an experiment's table and show its figure (in this cell)."""
+    from IPython.display import Image
+
+    print(result_table(result).to_string())
+    display(Image(_figure_png(result)))
+
+
+def _fill_when_done(area: Any, job: Any) -> None:
+    """When a background experiment ends (called from its thread), put its table and figure under its cell."""
+    if job.state not in ("finished", "stopped", "failed") or getattr(area, "_cscore_filled", False):
+        return
+    area._cscore_filled = True
+    if job.state == "finished":
+        from IPython.display import Image
+
+        area.append_stdout(f"{job.line()} in {job.seconds:.1f} s\n{result_table(job.result).to_string()}\n")
+        area.append_display_data(Image(_figure_png(job.result)))
+    elif job.state == "stopped":
+        area.append_stdout(f"stopped: {job.line()}; the finished groups are kept in {job.out} and the same line resumes\n")
+    else:
+        area.append_stderr(f"{job.line()}\n")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -1,7 +1,7 @@
 """A self-contained HTML report of C-scores: one file a user can mail or archive.
 
 :func:`write_report` renders what the library computed (scores, proxies, correlations, noise
-masks, memorization and influence) into one HTML file: figures embedded as base64 PNG, tables,
+masks, memorization, influence and the experiments run on the scores) into one HTML file: figures embedded as base64 PNG, tables,
 the lowest- and highest-scoring examples of every class, the most memorized examples and the
 strongest influence pairs with both images. It computes nothing itself; ``cscore-lab report``
 opens the run with :func:`cscore_lab.runs.open_run` and passes what it holds.
@@ -190,6 +190,20 @@ def _influence_html(infl: Any, mem: Any, dataset: Dataset | None, eval_dataset: 
     return "\n".join(parts)
 
 
+def _experiments_html(experiments: Mapping[str, Any]) -> str:
+    """Each experiment of :mod:`cscore_lab.uses`: its figure and its table (the result's own HTML)."""
+    from .viz.uses import experiment_figure
+
+    parts = [f"<p>Experiments of <code>cscore_lab.uses</code> run on these scores ({len(experiments)}; each kept in "
+             f"the run folder's <code>uses/</code> under the name shown, where a rerun resumes): test accuracy, mean ± "
+             f"standard error over seeds.</p>"]
+    for name, result in experiments.items():
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts.append(_figure(experiment_figure, result, alt=f"figure of {name}", figsize=(6.5, 4.0), width=560))
+        parts.append(f"<div class='corr'>{result._repr_html_()}</div>")
+    return "\n".join(parts)
+
+
 def _check_masks(masks: Mapping[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
     out = {}
     for name, mask in (masks or {}).items():
@@ -204,7 +218,7 @@ def report_html(cscores: CScores, dataset: Dataset | None, *, proxies: Any = Non
                 masks: Mapping[str, np.ndarray] | None = None, title: str | None = None, per_class: int = 8,
                 max_classes: int = 20, memorization: Any = None, influence: Any = None,
                 eval_dataset: Dataset | None = None, memorized: int = 24, threshold: float = 0.15,
-                pairs: int = 24) -> str:
+                pairs: int = 24, experiments: Mapping[str, Any] | None = None) -> str:
     """The report as an HTML string; see :func:`write_report`."""
     from .viz import plots
 
@@ -288,6 +302,9 @@ def report_html(cscores: CScores, dataset: Dataset | None, *, proxies: Any = Non
     if influence is not None:
         parts.append("<h2>Influence</h2>")
         parts.append(_influence_html(influence, memorization, dataset, eval_dataset, masks, threshold, pairs))
+    if experiments:
+        parts.append("<h2>Uses of the scores</h2>")
+        parts.append(_experiments_html(experiments))
 
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse}th,td{padding:2px 6px;text-align:left;vertical-align:top}"
@@ -303,7 +320,7 @@ def write_report(cscores: CScores, dataset: Dataset | None, path: str | Path, *,
                  correlations: Any = None, masks: Mapping[str, np.ndarray] | None = None, title: str | None = None,
                  per_class: int = 8, memorization: Any = None, influence: Any = None,
                  eval_dataset: Dataset | None = None, memorized: int = 24, threshold: float = 0.15,
-                 pairs: int = 24) -> Path:
+                 pairs: int = 24, experiments: Mapping[str, Any] | None = None) -> Path:
     """Write one self-contained HTML file about ``cscores`` and return its path.
 
     Parameters
@@ -332,6 +349,9 @@ def write_report(cscores: CScores, dataset: Dataset | None, path: str | Path, *,
         its standard error and the training example's memorization (from ``memorization``).
     eval_dataset : Dataset, optional
         The evaluation set of an influence table whose targets are one (their images).
+    experiments : dict of str to result, optional
+        Adds a "Uses of the scores" section: the figure and table of each experiment of
+        :mod:`cscore_lab.uses` (:func:`cscore_lab.experiments.kept_experiments` reads a run folder's).
 
     See Also
     --------
@@ -344,6 +364,6 @@ def write_report(cscores: CScores, dataset: Dataset | None, path: str | Path, *,
     text = report_html(cscores, dataset, proxies=proxies, correlations=correlations, masks=masks,
                        title=title, per_class=per_class, memorization=memorization, influence=influence,
                        eval_dataset=eval_dataset, memorized=memorized, threshold=threshold,
-                       pairs=pairs).encode("utf-8")
+                       pairs=pairs, experiments=experiments).encode("utf-8")
     make_folder(path.parent)
     return atomic_write(path, lambda fh: fh.write(text))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class Analysis:
     run_folder: Path | None = None
     memorization: Any = None
     influence: Any = None
+    experiments: dict[str, Any] = field(default_factory=dict)  # finished experiments of cscore_lab.uses, by folder name
+    jobs: dict[str, Any] = field(default_factory=dict)  # ExperimentJobs started on this record, by folder name
 
     @property
     def noise_mask(self) -> np.ndarray | None:
@@ -61,6 +63,11 @@ class Analysis:
     def running(self) -> bool:
         t = self.estimation.thread if self.estimation is not None else None
         return t is not None and t.is_alive()
+
+    @property
+    def busy(self) -> bool:
+        """An estimation or an experiment of this record is running."""
+        return self.running or any(j.running for j in self.jobs.values())
 
     def loaded(self) -> LoadedData:
         return LoadedData(self.dataset, dict(self.masks), self.original_labels, self.spec)
@@ -187,6 +194,8 @@ class CScoreSession:
 
         from .ood import inject_ood
 
+        if name is not None and not name.strip():
+            raise ValueError("--name needs a name for the copy, got an empty string")
         base = self.analysis(dataset, data=data)
         copy, mask = inject_ood(base.dataset, fraction, kind, seed=seed, source=source)
         spec = base.spec
@@ -271,12 +280,13 @@ class CScoreSession:
         return self._scores_of(rec)
 
     def status(self) -> list[str]:
-        """One line per estimation of this session."""
+        """One line per estimation and experiment of this session."""
         lines = []
         for rec in self._records():
             if rec.estimation is not None:
                 line = rec.monitor.text() if rec.monitor is not None else rec.estimation.progress.line()
                 lines.append(f"{rec.dataset.name}: {line} [{rec.run_folder}]")
+            lines += [f"{rec.dataset.name}: {job.line()} [{job.out}]" for job in rec.jobs.values()]
         return lines
 
     def _records(self) -> list[Analysis]:
@@ -284,25 +294,35 @@ class CScoreSession:
         return list({id(r): r for r in self.analyses.values()}.values())
 
     def stop(self, dataset: str | None = None, *, all: bool = False, timeout: float | None = None) -> list[str]:
-        """Stop running estimations: that of ``dataset``, every one with ``all``, else the current one
-        (or every one when the current is not running). They stop at their next training step; the
-        shards in flight are dropped, finished shards stay. Returns one line per stopped run."""
-        running = [r for r in self._records() if r.running]
+        """Stop running estimations and experiments: those of ``dataset``, every one with ``all``, else the
+        current data set's (or every one when it runs none). They stop at their next training step; the
+        shards or groups in flight are dropped, finished ones stay. Returns one line per stopped run."""
+        running = [r for r in self._records() if r.busy]
         if dataset is not None and not all:
             if dataset not in self.analyses:  # not a data set to load: there is nothing of it to stop
                 raise ValueError(f"no estimation of {dataset!r} in this session; running: "
                                  f"{', '.join(r.dataset.name for r in running) or 'none'}")
             targets = [self.analyses[dataset]]
-        elif not all and self.current in self.analyses and self.analyses[self.current].running:
+        elif not all and self.current in self.analyses and self.analyses[self.current].busy:
             targets = [self.analyses[self.current]]
         else:
             targets = running
-        for rec in targets:  # ask every one first, then wait: they stop together
+        jobs = [j for rec in targets for j in rec.jobs.values() if j.running]
+        estimating = [rec for rec in targets if rec.running or (rec.estimation is not None and not rec.jobs)]
+        for rec in estimating:  # ask every one first, then wait: they stop together
             if rec.running:
                 rec.estimation.stop(wait=False)
+        for job in jobs:
+            job.stop(wait=False)
         done = []
-        for rec in targets:
-            if rec.estimation is None or rec.estimation.thread is None:
+        for job in jobs:
+            job.stop(wait=True, timeout=timeout)
+            p = job.progress
+            kept = f"{p.groups_done}/{p.groups_total} groups" if p is not None else "the finished groups"
+            done.append(f"stopped {job.name}: {kept} kept in {job.out}; run the same %cscore "
+                        f"{job.experiment.command} again to resume")
+        for rec in estimating:
+            if rec.estimation.thread is None:
                 continue
             rec.estimation.stop(wait=True, timeout=timeout)
             p = rec.estimation.progress
@@ -315,8 +335,11 @@ class CScoreSession:
         from .runs import open_run
 
         run = open_run(path, data=data)
+        from .experiments import kept_experiments
+
         rec = Analysis(run.dataset, spec=run.spec, masks=run.masks, original_labels=run.original_labels,
-                       cscores=run.cscores, proxies=run.proxies, run_folder=Path(path))
+                       cscores=run.cscores, proxies=run.proxies, run_folder=Path(path),
+                       experiments=kept_experiments(path))
         self.analyses[run.dataset.name] = rec
         self.current = run.dataset.name
         return run.cscores
@@ -383,22 +406,27 @@ class CScoreSession:
         rec.correlations = correlate(rec.proxies, self._scores_of(rec), **options)
         return rec.correlations
 
-    def detect(self, dataset: str | None = None, *, kind: str = "flipped") -> Any:
-        """How well the C-score and each proxy rank the injected examples first: ``kind="flipped"``
-        (label noise, :meth:`noise`) or ``"ood"`` (out-of-distribution inputs, :meth:`ood`)."""
-        from .analysis import detect_injected
+    def detect(self, dataset: str | None = None, *, kind: str | None = None) -> Any:
+        """How well the C-score, memorization (negated) and each proxy rank the injected examples first:
+        ``kind="flipped"`` (label noise, :meth:`noise`) or ``"ood"`` (out-of-distribution inputs, :meth:`ood`);
+        default the record's mask (flipped labels when it has both). Memorization is that of the
+        estimate's models (computed when none is kept); published scores have none
+        (:func:`~cscore_lab.detection.detect_masks`)."""
+        from .detection import INJECTED, detect_masks
 
+        if kind is not None and kind not in INJECTED:
+            raise ValueError(f"kind must be one of {', '.join(INJECTED)}, got {kind!r}")
         rec = self.analysis(dataset)
-        mask = rec.masks.get(kind)
-        if mask is None:
-            how = ("%cscore noise DATASET FRACTION" if kind == "flipped" else "%cscore ood DATASET FRACTION")
-            raise ValueError(f"no {'noise' if kind == 'flipped' else 'ood'} mask for {rec.dataset.name}: make a copy "
+        kind = kind or next((k for k in INJECTED if k in rec.masks), None)
+        if kind is None or kind not in rec.masks:
+            how = {"flipped": "%cscore noise DATASET FRACTION", "ood": "%cscore ood DATASET FRACTION --kind KIND",
+                   None: "%cscore noise DATASET FRACTION (flipped labels) or %cscore ood DATASET FRACTION "
+                         "(out-of-distribution inputs)"}[kind]
+            raise ValueError(f"no {'noise' if kind != 'ood' else 'ood'} mask for {rec.dataset.name}: make a copy "
                              f"with {how} and estimate that")
         cs = self._scores_of(rec)
-        what = "flipped labels" if kind == "flipped" else "out-of-distribution examples"
-        if rec.proxies is None:
-            return detect_injected(cs, mask, what=what)
-        return detect_injected(rec.proxies, mask, cscores=cs, what=what)
+        return detect_masks(cs, {kind: rec.masks[kind]}, memorization=self._memorization_for_view(rec, cs),
+                            proxies=rec.proxies)[kind]
 
     # ------------------------------------------------------------------ memorization and influence
     def _models_of(self, rec: Analysis):
@@ -441,6 +469,50 @@ class CScoreSession:
         if getattr(store, "path", None) is not None:
             rec.influence.save(store.path)
         return rec.influence
+
+    # ------------------------------------------------------------------ uses of the scores
+    def experiment(self, command: str, dataset: str | None = None, *, score: str | Sequence[str] | None = None,
+                   preset: str | None = None, out: str | Path | None = None, wait: bool = False,
+                   progress: bool = True, **options: Any) -> Any:
+        """Run an experiment of :mod:`cscore_lab.uses` on a data set's scores: ``command`` is ``"curriculum"``,
+        ``"prune"`` or ``"collect"`` (:func:`~cscore_lab.experiments.prepare_experiment` checks it all first).
+
+        ``score`` names the scores: ``cscore`` (default), ``memorization`` (negated) or a column of the
+        record's proxies; the recipe is that of the record's estimate unless ``preset``; ``options``
+        go to the experiment's function (``seeds``, ``fractions``, ``strategies``, ``device``, ...).
+        Kept in ``out`` (default ``<run folder>/uses/<experiment>-<scores>-<digest>``): the same call
+        resumes. Runs in a background thread (returns the :class:`~cscore_lab.experiments.ExperimentJob`;
+        :meth:`stop` stops it) or, with ``wait=True``, here (returns the result, None when interrupted).
+        A finished result is kept on the record (``experiments``) for the dashboard's Uses tab.
+        """
+        from .experiments import prepare_experiment
+
+        rec = self.analysis(dataset)
+        options.setdefault("device", self.device)
+        job = prepare_experiment(command, rec.dataset, score, cscores=lambda: self._scores_of(rec),
+                                 memorization=lambda: self._memorization_for_view(rec, self._scores_of(rec)),
+                                 proxies=rec.proxies, recipe=self._recipe_of(rec, preset), out=out,
+                                 run_folder=rec.run_folder, root=self.run_root, **options)
+        if any(j.running and j.out.resolve() == job.out.resolve() for r in self._records() for j in r.jobs.values()):
+            raise StoreBusyError(f"experiment folder {job.out} is in use by a running experiment; %cscore stop it first")
+        rec.jobs[job.name] = job
+        job.add_listener(lambda j: rec.experiments.__setitem__(j.name, j.result) if j.state == "finished" else None)
+        if wait:
+            return job.run(progress=progress)
+        job.start(progress=progress)
+        return job
+
+    def curriculum(self, dataset: str | None = None, **options: Any) -> Any:
+        """:meth:`experiment` ``"curriculum"`` (:func:`~cscore_lab.uses.curriculum_experiment`)."""
+        return self.experiment("curriculum", dataset, **options)
+
+    def prune(self, dataset: str | None = None, **options: Any) -> Any:
+        """:meth:`experiment` ``"prune"`` (:func:`~cscore_lab.uses.pruning_experiment`)."""
+        return self.experiment("prune", dataset, **options)
+
+    def collect(self, dataset: str | None = None, **options: Any) -> Any:
+        """:meth:`experiment` ``"collect"`` (:func:`~cscore_lab.uses.active_collection_experiment`)."""
+        return self.experiment("collect", dataset, **options)
 
     # ------------------------------------------------------------------ views
     def _neighbors(self, rec: Analysis):
@@ -487,7 +559,7 @@ class CScoreSession:
         return Dashboard(cs, rec.dataset, proxies=rec.proxies, correlations=rec.correlations, masks=rec.masks,
                          original_labels=rec.original_labels, neighbors=self._neighbors(rec),
                          memorization=self._memorization_for_view(rec, cs), influence=influence,
-                         eval_dataset=eval_dataset)
+                         eval_dataset=eval_dataset, experiments=rec.experiments)
 
     def gallery(self, dataset: str | None = None, *, label: str | int | None = None, order: str = "lowest",
                 count: int = 24) -> "Gallery":

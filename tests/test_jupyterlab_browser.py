@@ -131,7 +131,7 @@ def test_quickstart_dashboard_in_jupyterlab(lab):
             dashboard.scroll_into_view_if_needed()
             tabs = dashboard.locator(".lm-TabBar-tab")
             assert [t.strip() for t in tabs.all_text_contents()] == ["Distribution", "Agreement", "Ratios",
-                                                                     "Memorization", "Gallery"]
+                                                                     "Memorization", "Gallery", "Uses"]
 
             # Agreement: the correlation table with the proxies, and its figures
             tabs.filter(has_text="Agreement").click()

@@ -181,7 +181,7 @@ def test_dashboard_has_five_tabs_built_from_real_figures(digits_cscores, digits)
                             "noise": rng.normal(size=len(digits))})
     corr = correlate(dict(proxies.items()), digits_cscores, n_boot=20)
     d = W.Dashboard(digits_cscores, digits, proxies=proxies, correlations=corr)
-    assert d.titles == ("Distribution", "Agreement", "Ratios", "Memorization", "Gallery")
+    assert d.titles == ("Distribution", "Agreement", "Ratios", "Memorization", "Gallery", "Uses")
     assert _png(d.distribution.overall.value).startswith(PNG) and _png(d.distribution.per_class.value).startswith(PNG)
     assert "below 0.5" in d.distribution.summary.value
     assert "good" in d.agreement.table.value and "noise" in d.agreement.table.value

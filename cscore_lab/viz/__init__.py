@@ -30,7 +30,7 @@ from .plots import (  # noqa: F401
 from .uses import collection_curves, curriculum_curves, pruning_curves, region_bars  # noqa: F401
 
 _WIDGETS = ("Dashboard", "RunMonitor", "Gallery", "DistributionView", "AgreementView", "RatiosView",
-            "MemorizationView")
+            "MemorizationView", "UsesView")
 
 
 def __getattr__(name: str) -> Any:

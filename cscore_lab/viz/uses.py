@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..uses import CollectionResult, CurriculumResult, PruningResult, RegionTable
 
-__all__ = ["curriculum_curves", "pruning_curves", "collection_curves", "region_bars"]
+__all__ = ["curriculum_curves", "pruning_curves", "collection_curves", "region_bars", "experiment_figure"]
 
 
 def _band(ax: "Axes", x, mean, se, label: str, **kw) -> None:
@@ -108,3 +108,16 @@ def region_bars(table: "RegionTable", *, ax: "Axes | None" = None, kind: str = "
     ax.set_title(f"Where the low scores lie, by {kind}")
     ax.set_xlim(0, max(0.05, float(frame["share_below"].max()) * 1.25))
     return ax
+
+
+def experiment_figure(result: "CurriculumResult | PruningResult | CollectionResult | RegionTable", *,
+                      ax: "Axes | None" = None) -> "Axes":
+    """The figure of any experiment's result: :func:`curriculum_curves`, :func:`pruning_curves`,
+    :func:`collection_curves` or :func:`region_bars`, chosen by its type."""
+    from ..uses import CollectionResult, CurriculumResult, PruningResult, RegionTable
+
+    for cls, draw in ((CurriculumResult, curriculum_curves), (PruningResult, pruning_curves),
+                      (CollectionResult, collection_curves), (RegionTable, region_bars)):
+        if isinstance(result, cls):
+            return draw(result, ax=ax)
+    raise TypeError(f"expected the result of an experiment of cscore_lab.uses, got {type(result).__name__}")

@@ -1,5 +1,5 @@
 """Notebook views on ipywidgets: the live run monitor and the dashboard (Distribution,
-Agreement, Ratios, Memorization, Gallery). They render objects the library computed; they never train.
+Agreement, Ratios, Memorization, Gallery, Uses). They render objects the library computed; they never train.
 
 Figures come from :mod:`cscore_lab.viz.plots`, drawn on pyplot-free Agg figures and shown as
 PNG ``Image`` widgets, so a background estimation thread can redraw them safely. The Memorization
@@ -23,6 +23,7 @@ from ._parts import close_tree as _close_tree
 from ._parts import message as _message
 from ._parts import png as _png
 from .memorization import MemorizationView, influence_detail
+from .uses_view import UsesView
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..cscores import CScores
@@ -31,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..influence import Influence
     from ..memorization import Memorization
 
-__all__ = ["RunMonitor", "Dashboard", "DistributionView", "AgreementView", "RatiosView", "MemorizationView", "Gallery"]
+__all__ = ["RunMonitor", "Dashboard", "DistributionView", "AgreementView", "RatiosView", "MemorizationView", "Gallery",
+           "UsesView"]
 
 # --------------------------------------------------------------------------- run monitor
 
@@ -431,7 +433,7 @@ class Gallery(W.VBox):
 
 
 class Dashboard(W.Tab):
-    """Tabs Distribution, Agreement, Ratios, Memorization and Gallery for one set of C-scores.
+    """Tabs Distribution, Agreement, Ratios, Memorization, Gallery and Uses for one set of C-scores.
 
     Parameters
     ----------
@@ -453,15 +455,17 @@ class Dashboard(W.Tab):
         Adds the influential examples to the gallery's detail (:func:`cscore_lab.runs.influence_of`).
     eval_dataset : Dataset, optional
         The evaluation set of ``influence`` when its targets are one (images of those targets).
+    experiments : dict of str to result, optional
+        Experiments of :mod:`cscore_lab.uses` run on these scores, by name: the Uses tab (:class:`UsesView`).
     """
 
-    TITLES = ("Distribution", "Agreement", "Ratios", "Memorization", "Gallery")
+    TITLES = ("Distribution", "Agreement", "Ratios", "Memorization", "Gallery", "Uses")
 
     def __init__(self, cscores: "CScores", dataset: "Dataset | None" = None, *, proxies: Any = None,
                  correlations: Any = None, masks: dict[str, np.ndarray] | None = None,
                  original_labels: np.ndarray | None = None, neighbors: Any = None,
                  memorization: "Memorization | None" = None, influence: "Influence | None" = None,
-                 eval_dataset: "Dataset | None" = None):
+                 eval_dataset: "Dataset | None" = None, experiments: dict[str, Any] | None = None):
         names = dataset.class_names if dataset is not None else None
         self.distribution = DistributionView(cscores, class_names=names)
         self.agreement = AgreementView(cscores, proxies=proxies, correlations=correlations, masks=masks)
@@ -474,7 +478,8 @@ class Dashboard(W.Tab):
             self.gallery = _message("The gallery needs the data set's images: pass dataset=.")
         self.memorization = MemorizationView(memorization, cscores, dataset, masks=masks,
                                              on_select=self.open_in_gallery if dataset is not None else None)
-        super().__init__([self.distribution, self.agreement, self.ratios, self.memorization, self.gallery],
+        self.uses = UsesView(experiments)
+        super().__init__([self.distribution, self.agreement, self.ratios, self.memorization, self.gallery, self.uses],
                          titles=list(self.TITLES))
         self.add_class("cscore-dashboard")
 
