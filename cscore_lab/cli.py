@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from .cli_uses import USES_COMMANDS
 from .options import (EstimateOptions, add_dataset_options, add_estimate_options, add_proxy_options, data_spec_from,
-                      error_message, nonnegative_int, positive_int, resolve_estimation, seed_value)
+                      error_message, nonnegative_int, positive_int, proxy_options, resolve_estimation, seed_value)
 from .shards import TrainingDiverged
 from .store import StoreBusyError
 
@@ -179,10 +179,12 @@ def cmd_published(args: argparse.Namespace) -> int:
 
 def _add_proxies(sub) -> None:
     p = sub.add_parser("proxies", help="compute the cheap C-score proxies; with --run, correlate them with its C-scores",
-                       description="Train the recipe's model on the full data, record learning dynamics and hidden "
-                                   "features, compute every proxy (kernel density, learning speed, k-NN, LOF) and, "
-                                   "with --run, print their rank correlations with that run's C-scores (and, when "
-                                   "noise was injected, how well each finds it).")
+                       description="Train the recipe's model on the full data once, record learning dynamics, "
+                                   "logits, gradients and hidden features, compute every proxy (kernel density, "
+                                   "learning speed, k-NN, LOF) and the field's hardness scores (AUM, EL2N, GraNd, "
+                                   "data maps, Data-IQ, loss, margin, prototypicality, cleanlab; VoG on request) "
+                                   "and, with --run, print their rank correlations with that run's C-scores (and, "
+                                   "when noise was injected, how well each finds it).")
     add_dataset_options(p, positional=False, noise=True, default=None)
     p.add_argument("--run", metavar="DIR", help="run folder of 'cscore-lab estimate' (its data set and recipe are used)")
     p.add_argument("--cscores", metavar="FILE", help="or a saved CScores file or run folder (e.g. from 'published "
@@ -221,10 +223,8 @@ def cmd_proxies(args: argparse.Namespace) -> int:
             if len(cs) != len(ds):
                 raise CLIError(f"{args.cscores} holds {len(cs)} C-scores but {ds.name} has {len(ds)} examples")
     t0 = time.perf_counter()
-    table = compute_proxies(ds, recipe, runs=args.runs, epochs_for_features=args.epochs,
-                            families=args.families or None, spaces=args.spaces or None,
-                            bandwidth_scale=args.bandwidth_scale, device=args.device or "auto", seed=args.seed,
-                            progress=not args.no_progress)
+    table = compute_proxies(ds, recipe, device=args.device or "auto", seed=args.seed, progress=not args.no_progress,
+                            **proxy_options(args))
     print(f"{len(table.names)} proxies of {ds.name} ({len(ds)} examples) in {time.perf_counter() - t0:.1f} s; "
           f"higher = more regular")
     if args.save:

@@ -340,14 +340,10 @@ class CScoreMagics(Magics):
         print("\n".join(lines) if lines else "nothing is running")
 
     def _do_proxies(self, a: argparse.Namespace) -> Any:
-        options: dict[str, Any] = {"runs": a.runs, "progress": not a.quiet, "bandwidth_scale": a.bandwidth_scale}
-        if a.families:
-            options["families"] = tuple(a.families)
-        if a.spaces:
-            options["spaces"] = tuple(a.spaces)
-        if a.epochs:
-            options["epochs_for_features"] = tuple(a.epochs)
-        return self.session.proxies(a.dataset, data=a.data, preset=a.preset, device=a.device, **options)
+        from .options import proxy_options
+
+        return self.session.proxies(a.dataset, data=a.data, preset=a.preset, device=a.device, progress=not a.quiet,
+                                    **proxy_options(a))
 
     def _do_compare(self, a: argparse.Namespace) -> Any:
         return self.session.compare(a.dataset, n_boot=a.boot, per_class=not a.no_per_class)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 __all__ = [
     "positive_int", "ratio", "fraction", "seed_value", "device_name", "nonnegative_int",
     "add_dataset_options", "add_estimate_options", "add_proxy_options",
-    "EstimateOptions", "resolve_estimation", "data_spec_from", "error_message", "PRECISIONS",
+    "EstimateOptions", "resolve_estimation", "data_spec_from", "error_message", "proxy_options", "PRECISIONS",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -170,14 +170,43 @@ def add_proxy_options(p: argparse.ArgumentParser, *, session_defaults: bool = Fa
     p.add_argument("--epochs", type=positive_int, nargs="+", metavar="E",
                    help="epochs whose hidden features are used (default: 1, 2 and the last)")
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), metavar="F",
-                   help=f"proxy families: {', '.join(FAMILIES)} (default all)")
+                   help=f"proxy families: {', '.join(FAMILIES)} (default: all but vog, whose memory is large and "
+                        f"which measured uninformative; cleanlab when installed)")
     p.add_argument("--spaces", nargs="+", choices=list(SPACES), metavar="S",
                    help=f"feature spaces of kde, knn and lof: {', '.join(SPACES)} (default both)")
     p.add_argument("--bandwidth-scale", type=float, default=1.0, metavar="S",
                    help="kernel bandwidth = S x the median pairwise distance (default 1)")
+    p.add_argument("--dynamics-every-steps", type=_every_steps, default="auto", metavar="auto|epoch|N",
+                   help="how often learning speed is recorded: auto (10 per epoch), epoch, or every N steps")
+    p.add_argument("--early-epoch", type=positive_int, default=None, metavar="E",
+                   help="the epoch of EL2N, GraNd and early prototypicality (default: 10%% of training)")
+    p.add_argument("--folds", type=positive_int, default=5, metavar="K", help="cross-validation folds of cleanlab (default 5)")
+    p.add_argument("--vog-epochs", type=positive_int, nargs="+", default=None, metavar="E",
+                   help="checkpoint epochs of VoG (default: every epoch)")
     p.add_argument("--device", type=device_name, default=None,
                    help="auto, cpu, cuda or cuda:N (default: " + ("%%config CScoreMagics.device" if session_defaults
                                                                   else "auto") + ")")
+
+
+def _every_steps(text: str) -> int | str | None:
+    if text in ("auto", "epoch"):
+        return None if text == "epoch" else "auto"
+    return positive_int(text)
+
+
+def proxy_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`~cscore_lab.proxies.suite.compute_proxies` that the proxy options ask
+    for (both front ends): options left at their defaults are not passed."""
+    out: dict[str, Any] = {"runs": args.runs, "bandwidth_scale": args.bandwidth_scale,
+                           "dynamics_every_steps": args.dynamics_every_steps, "folds": args.folds}
+    for name, key in (("families", "families"), ("spaces", "spaces"), ("epochs", "epochs_for_features"),
+                      ("vog_epochs", "vog_epochs")):
+        value = getattr(args, name)
+        if value:
+            out[key] = tuple(value)
+    if args.early_epoch is not None:
+        out["early_epoch"] = args.early_epoch
+    return out
 
 
 # --------------------------------------------------------------------------- resolving an estimate
