@@ -142,8 +142,8 @@ def add_experiment_options(p: argparse.ArgumentParser, command: str, *, session_
 
     exp = experiment_named(command)
     where = "the record's" if session_defaults else "the run's"
-    p.add_argument("--score", nargs="+" if exp.many_scores else None, default=None, metavar="NAME",
-                   help=("scores to compare side by side" if exp.many_scores else "the score that drives it")
+    p.add_argument("--score", nargs="+", default=None, metavar="NAME",
+                   help=("scores to compare side by side" if exp.many_scores else "the score that drives it (one)")
                         + f": cscore (default), memorization (negated: higher = more regular) or a column of {where} "
                           "proxy table")
     p.add_argument("--preset", default=None, choices=list(PRESETS), metavar="NAME",
