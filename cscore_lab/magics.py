@@ -23,7 +23,7 @@ from traitlets import Float, Int, TraitError, Unicode, validate
 
 from .cscores import CScores
 from .detection import INJECTED
-from .experiments import EXPERIMENTS, add_experiment_options, experiment_options, result_table
+from .experiments import EXPERIMENTS, add_experiment_options, experiment_options
 from .ood import OOD_KINDS
 from .options import (add_dataset_options, add_estimate_options, add_proxy_options, error_message, fraction,
                       nonnegative_int, positive_int, seed_value)
@@ -171,7 +171,8 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
                 f"'cscore-lab {command}'.")
         _dataset_arg(p, data=False)
         add_experiment_options(p, command, session_defaults=True)
-        p.add_argument("--wait", action="store_true", help="run in the foreground and return the result")
+        p.add_argument("--wait", action="store_true", help="run in the foreground, show the figure and return the "
+                                                            "result (shown as its table)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _output_arg(p, "the ExperimentJob (background) or the result (--wait)")
 
@@ -404,8 +405,10 @@ class CScoreMagics(Magics):
                 job = list(self.session.analysis(a.dataset).jobs.values())[-1]
                 print(f"stopped: {job.line()}; the finished groups are kept in {job.out} and the same line resumes")
                 return None
-            _show_result(result)
-            return _Quiet(result)
+            from IPython.display import Image
+
+            display(Image(_figure_png(result)))
+            return result  # shown as its table (the result's HTML) unless assigned
         job = self.session.experiment(command, a.dataset, **call)
         print(f"{job.experiment.name} of {job.dataset.name} by {', '.join(job.scores)}, kept in {job.out}; running in "
               f"the background: %cscore status, %cscore stop")
@@ -433,14 +436,6 @@ def _figure_png(result: Any) -> bytes:
     return render_png(experiment_figure, result, figsize=(6.5, 4.0))
 
 
-def _show_result(result: Any) -> None:
-    """Print an experiment's table and show its figure (in this cell)."""
-    from IPython.display import Image
-
-    print(result_table(result).to_string())
-    display(Image(_figure_png(result)))
-
-
 def _fill_when_done(area: Any, job: Any) -> None:
     """When a background experiment ends (called from its thread), put its table and figure under its cell."""
     if job.state not in ("finished", "stopped", "failed") or getattr(area, "_cscore_filled", False):
@@ -449,7 +444,8 @@ def _fill_when_done(area: Any, job: Any) -> None:
     if job.state == "finished":
         from IPython.display import Image
 
-        area.append_stdout(f"{job.line()} in {job.seconds:.1f} s\n{result_table(job.result).to_string()}\n")
+        area.append_stdout(f"{job.line()} in {job.seconds:.1f} s\n")
+        area.append_display_data(job.result)  # its table
         area.append_display_data(Image(_figure_png(job.result)))
     elif job.state == "stopped":
         area.append_stdout(f"stopped: {job.line()}; the finished groups are kept in {job.out} and the same line resumes\n")

@@ -1,4 +1,4 @@
-"""Execute notebooks 01-03 and 05 top to bottom in a real kernel (nbclient); each ends with a cell of asserts.
+"""Execute notebooks 01-03, 05 and 06 top to bottom in a real kernel (nbclient); each ends with a cell of asserts.
 
 They run in one temporary copy of ``notebooks/``, in order, so 02 reuses the run folder of 01 as a user's
 would; each prints how long it took. Notebook 05 also runs its MNIST part when ../shared/data holds MNIST
@@ -24,7 +24,8 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("notebooks")
-    for nb in [*NOTEBOOKS.glob("0[1-3]-*.ipynb"), NOTEBOOKS / "05-memorization-and-generalization.ipynb"]:
+    for nb in [*NOTEBOOKS.glob("0[1-3]-*.ipynb"), NOTEBOOKS / "05-memorization-and-generalization.ipynb",
+               NOTEBOOKS / "06-using-the-scores.ipynb"]:
         shutil.copy(nb, folder / nb.name)
     return folder
 
@@ -97,3 +98,14 @@ def test_05_memorization_and_generalization(workdir, monkeypatch):
     else:
         print(f"notebook 05 ran without its MNIST part: no MNIST files at {SHARED_DATA / 'mnist'}")
         assert "skipped: no MNIST files found" in text
+
+
+@pytest.mark.slow
+def test_06_using_the_scores(workdir):
+    """Out-of-distribution detection, a pruning curve and a curriculum comparison on digits (about 30 s)."""
+    nb, _ = execute(workdir / "06-using-the-scores.ipynb")
+    assert checks_passed(nb)
+    assert len(outputs(nb, "image/png")) >= 4  # detection figure, pruning and curriculum (each twice: magic, pair)
+    assert len(outputs(nb, WIDGET)) >= 4  # two run monitors, the gallery, the dashboard
+    uses = workdir / "cscore-runs" / "digits-digits-mlp-seed0" / "uses"
+    assert sorted(p.name.split("-")[0] for p in uses.iterdir()) == ["curriculum", "pruning"]

@@ -138,12 +138,13 @@ def test_prune_wait_prints_the_table_shows_the_figure_and_the_same_line_resumes(
 
     run_cell(f"%cscore load {run_copy}")
     line = f"%cscore prune --score cscore knn_input {SMALL_PRUNE} --quiet --wait -o pr"
-    assert run_cell(line) is None  # bound, not displayed twice
-    res = ip.user_ns["pr"]
+    res = run_cell(line)  # the result, shown as its table; the figure displayed before it
+    assert ip.user_ns["pr"] is res
     assert isinstance(res, PruningResult) and res.configs == (("cscore", "most_regular"), ("knn_input", "most_regular"),
                                                               ("random", "random"))
     out = capsys.readouterr().out
-    assert "cscore/most_regular" in out and "± " in out and "Image object" in out  # the table and the figure
+    assert out.index("Image object") < out.index("PruningResult(configs=3")
+    assert "cscore/most_regular" in res._repr_html_() and "± " in res._repr_html_()
     kept = list((run_copy / "uses").iterdir())
     assert len(kept) == 1 and kept[0].name.startswith("pruning-cscore+knn_input-")
     assert PruningResult.load(kept[0]).meta["groups_trained"] == 3
@@ -176,8 +177,10 @@ def test_curriculum_in_the_background_then_its_table_and_figure_below_the_cell(i
             break
         job.thread.join(0.05)
     text = "".join(o.get("text", "") for o in area.outputs)
-    assert "curriculum on neg_memorization: finished" in text and "diff_vs_random" in text
-    assert any("image/png" in o.get("data", {}) for o in area.outputs)
+    assert "curriculum on neg_memorization: finished" in text
+    kinds = [next(iter(o["data"].keys() - {"text/plain"})) for o in area.outputs if "data" in o]
+    assert kinds == ["text/html", "image/png"]  # the table, then the figure
+    assert "diff_vs_random" in area.outputs[1]["data"]["text/html"]
     lines = session(ip).status()
     assert any("curriculum on neg_memorization: finished" in s for s in lines)
     dash = run_cell("%cscore show")
@@ -254,7 +257,7 @@ def test_cli_and_magic_are_two_doors_to_one_experiment(ip, run_cell, run_copy, t
     (folder,) = (run_copy / "uses").iterdir()
     assert f"saved: {folder / 'pruning.npz'}" in out
     run_cell(f"%cscore load {run_copy}")
-    res = run_cell(f"%cscore prune --score knn_input {SMALL_PRUNE} --quiet --wait -o res") or ip.user_ns["res"]
+    res = run_cell(f"%cscore prune --score knn_input {SMALL_PRUNE} --quiet --wait")
     assert res.meta["out"] == str(folder) and res.meta["groups_resumed"] == 3 and res.meta["groups_trained"] == 0
     np.testing.assert_array_equal(res.correct, PruningResult.load(folder).correct)
 
