@@ -285,9 +285,10 @@ def report_html(cscores: CScores, dataset: Dataset | None, *, proxies: Any = Non
             columns = plots.proxy_columns(proxies)
             ranked = [p for p in overall.reindex(overall["spearman"].abs().sort_values(ascending=False).index).index
                       if p in columns][:3]
-            flipped = masks.get("flipped")
+            kind = next((k for k in MASK_STYLES if k in masks), None)  # flipped labels first, else ood inputs
             figs = [_figure(plots.proxy_scatter, columns[p], cs, name=str(p), correlation=correlations.value(p),
-                            mask=flipped, alt=f"{p} against the C-score", figsize=(4.2, 3.4), width=380)
+                            mask=masks.get(kind), mask_label=MASK_STYLES[kind][1] if kind else "flipped",
+                            alt=f"{p} against the C-score", figsize=(4.2, 3.4), width=380)
                     for p in ranked]
             parts.append("<p>The three proxies that agree most with the C-score:</p><div class='row'>"
                          + "".join(figs) + "</div>")

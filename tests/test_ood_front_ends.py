@@ -182,6 +182,21 @@ def test_cli_detect_of_a_clean_run_says_what_to_do(tiny_run, capsys):
 # --------------------------------------------------------------------------- views mark the injected inputs
 
 
+def test_agreement_scatter_marks_ood_inputs_when_no_label_was_flipped(digits_cscores, monkeypatch):
+    from cscore_lab.viz import plots
+    from cscore_lab.viz.widgets import AgreementView
+
+    drawn = []
+    real = plots.proxy_scatter
+    monkeypatch.setattr(plots, "proxy_scatter", lambda *a, **k: drawn.append(k) or real(*a, **k))
+    ood = np.zeros(len(digits_cscores), dtype=bool)
+    ood[:40] = True
+    AgreementView(digits_cscores, proxies={"p": digits_cscores.scores}, masks={"ood": ood})
+    assert drawn[-1]["mask_label"] == "out-of-distribution input" and drawn[-1]["mask"] is ood
+    AgreementView(digits_cscores, proxies={"p": digits_cscores.scores}, masks={"ood": ood, "flipped": ~ood})
+    assert drawn[-1]["mask_label"] == "flipped label"
+
+
 def test_dashboard_gallery_and_report_mark_ood_inputs(tmp_path, both_run):
     from cscore_lab.report import report_html
     from cscore_lab.runs import open_run

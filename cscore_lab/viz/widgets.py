@@ -198,8 +198,10 @@ class AgreementView(W.VBox):
         rho = None
         if self.correlations is not None and name in self.correlations.proxies:
             rho = self.correlations.value(name)
+        kind = next((k for k in MASK_STYLES if k in self.masks), None)  # flipped labels first, else ood inputs
         self.scatter.value = _png(plots.proxy_scatter, self.columns[name], self.cscores, name=name, correlation=rho,
-                                  mask=self.masks.get("flipped"), figsize=(5, 4))
+                                  mask=self.masks.get(kind), mask_label=MASK_STYLES[kind][2] if kind else "flipped",
+                                  figsize=(5, 4))
 
 
 # --------------------------------------------------------------------------- ratios
