@@ -1,7 +1,7 @@
 """What ``%cscore`` does, as plain Python: :class:`CScoreSession` and its per-data-set :class:`Analysis`.
 
 A session remembers what it has loaded and computed (data sets with their noise masks and specs,
-running estimations, scores, proxies, correlations) and does every subcommand's work by calling
+running estimations, scores, proxies, correlations, the experiments run on the scores) and does every subcommand's work by calling
 the library; the magics (:mod:`cscore_lab.magics`) only parse and display. Nothing here imports
 IPython, so everything ``%cscore`` does can be done from a script with one call on a session.
 Estimates are built by :func:`cscore_lab.options.resolve_estimation`, as the CLI builds them.
