@@ -30,13 +30,9 @@ from torch import nn
 from .recipes import PRECISIONS
 
 __all__ = ["ModelGroup", "StackedMLP", "StackedModules", "SmallCNN", "build_group", "compute_dtype", "EVAL_CHUNK",
-           "STEP_BLOCK_BYTES", "AUTO_CONV_STRATEGY"]
+           "AUTO_CONV_STRATEGY"]
 
 EVAL_CHUNK = 4096  # examples per evaluation chunk, bounds memory at M x chunk x width
-#: A training step runs block by block of models whose parameters, momentum and activations take about
-#: this many bytes, so that a block's step stays in cache (StackedMLP._block_size). digits-mlp on one core:
-#: 100 models in one block 5.5 ms a step, in blocks of 25 3.8 ms; mnist-mlp gains nothing from blocks.
-STEP_BLOCK_BYTES = 4 << 20
 
 
 class ModelGroup(Protocol):
@@ -172,20 +168,6 @@ class _Workspace:
         self.weight_grads = None if dtype == f32 else [
             torch.empty(models, b, a, dtype=dtype, device=device) for a, b in zip(sizes[:-1], sizes[1:])
         ]
-        self.models = models
-
-    def view(self, models: int) -> "_Workspace":
-        """The buffers of the first ``models`` models (for a last, smaller block)."""
-        if models == self.models:
-            return self
-        part = copy.copy(self)
-        for name, value in vars(self).items():
-            if isinstance(value, torch.Tensor):
-                setattr(part, name, value[:models])
-            elif isinstance(value, list):
-                setattr(part, name, [t[:models] for t in value])
-        part.models = models
-        return part
 
 
 class StackedMLP:
@@ -221,8 +203,7 @@ class StackedMLP:
         self.weights = [torch.stack(w).to(device) for w in ws]  # [M, fan_out, fan_in], as nn.Linear
         self.biases = [torch.stack(b).to(device) for b in bs]  # [M, 1, fan_out]
         self._bufs: list[torch.Tensor] | None = None
-        self._spaces: dict[tuple[int, int], _Workspace] = {}
-        self.step_block: int | None = None  # models per block of a step; None: from STEP_BLOCK_BYTES
+        self._spaces: dict[int, _Workspace] = {}
         self._low: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # bf16 copies, kept current
         # the fused Numba update needs CPU tensors; elsewhere (CUDA) the same step runs as torch ops
         self.fused_update = torch.device(device).type == "cpu"
@@ -239,49 +220,29 @@ class StackedMLP:
             self._low = ([w.to(self.dtype) for w in self.weights], [b.to(self.dtype) for b in self.biases])
         return self._low
 
-    def _workspace(self, batch: int, block: int, device: torch.device) -> _Workspace:
-        ws = self._spaces.get((batch, block))
+    def _workspace(self, batch: int, device: torch.device) -> _Workspace:
+        ws = self._spaces.get(batch)
         if ws is None:
             if len(self._spaces) >= 4:  # an epoch has at most two batch sizes; callers with more just rebuild
                 self._spaces.clear()
-            ws = self._spaces[(batch, block)] = _Workspace(self.sizes, block, batch, self.dtype, device)
+            ws = self._spaces[batch] = _Workspace(self.sizes, self.num_models, batch, self.dtype, device)
         return ws
-
-    def _block_size(self, batch: int) -> int:
-        """Models per block of a training step: blocks of models whose weights, momentum buffers and
-        activations fit in about :data:`STEP_BLOCK_BYTES` run their whole step before the next block starts."""
-        if self.step_block is not None:
-            return max(1, min(self.num_models, int(self.step_block)))
-        if not self.fused_update:  # on a GPU every extra block is only more kernel launches
-            return self.num_models
-        params = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
-        low = self.dtype != torch.float32
-        per_model = params * (4 + 4 + (4 if low else 0)) + batch * (sum(self.sizes) * 2 + self.sizes[-1]) * 4
-        if per_model > STEP_BLOCK_BYTES // 4:  # big models: nothing fits, and their products are compute-bound
-            return self.num_models
-        return max(1, min(self.num_models, STEP_BLOCK_BYTES // per_model))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, momentum: float, weight_decay: float) -> None:
         if self._bufs is None:
             self._bufs = [torch.zeros_like(p) for p in self.params]
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
-        batch = x.shape[1]
-        block = self._block_size(batch)
-        ws = self._workspace(batch, block, x.device)
+        ws = self._workspace(x.shape[1], x.device)
         weights, biases = self._operands()
-        for start in range(0, self.num_models, block):
-            sl = slice(start, start + block)
-            self._train_block(x[sl], y[sl], ws, [w[sl] for w in weights], [b[sl] for b in biases],
-                              [w[sl] for w in self.weights], [b[sl] for b in self.biases],
-                              [t[sl] for t in self._bufs], lr, momentum, weight_decay)
+        self._step(x, y, ws, weights, biases, self.weights, self.biases, self._bufs, lr, momentum, weight_decay)
 
-    def _train_block(self, x, y, ws, weights, biases, master_w, master_b, bufs, lr, momentum, weight_decay) -> None:
-        """One step of a block of models (all lists are [block, ...] views; ``ws`` may be larger)."""
+    def _step(self, x, y, ws, weights, biases, master_w, master_b, bufs, lr, momentum, weight_decay) -> None:
+        """One SGD step: ``weights``/``biases`` are the products' operands (masters or bf16 copies),
+        ``master_w``/``master_b`` the float32 masters, ``bufs`` the momentum buffers (weight, bias per layer)."""
         n_layers = len(weights)
-        k, batch = x.shape[0], x.shape[1]
+        batch = x.shape[1]
         low = self.dtype != torch.float32
-        ws = ws.view(k)
         acts = [x]
         h = x
         for layer in range(n_layers - 1):
