@@ -17,7 +17,6 @@ from typing import Any, Callable, Protocol, Sequence
 
 from .shards import ShardJob, ShardSpec, compute_shard
 from .store import ShardResult
-from .trainer import torch_threads
 
 __all__ = ["Backend", "LocalBackend", "get_backend", "backend_from_options", "BACKENDS", "ProgressCallback"]
 
@@ -73,6 +72,8 @@ class LocalBackend:
             stop: threading.Event, on_progress: ProgressCallback | None = None) -> None:
         if not shards:
             return
+        from .trainer import torch_threads
+
         device, _, _ = job.prepared()  # once, before any worker starts
         workers = self._workers(device.type, len(shards))
 

@@ -19,7 +19,6 @@ from numbers import Integral, Real
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.utils.validation import check_array, check_scalar
 
 __all__ = ["real_array", "features", "probabilities", "labels", "integer", "positive_number", "number_or_choice", "neighbour_count",
            "epoch_list", "choices", "dataset", "recipe"]
@@ -68,6 +67,8 @@ def real_array(value: Any, name: str, *, ndim: int, what: str, dtype: Any = np.f
         Another rank, too few rows, an empty axis, non-finite values (with the index and value
         of the first).
     """
+    from sklearn.utils.validation import check_array  # lazy: the CLI's parser stays light
+
     arr = _numeric(value, name)
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D {what}, got shape {arr.shape}")
@@ -111,6 +112,8 @@ def probabilities(value: Any, name: str, *, ndim: int, what: str) -> np.ndarray:
 
 def labels(value: Any, n: int, name: str = "labels", *, num_classes: int | None = None) -> np.ndarray:
     """Integer class labels, one per example, as C-contiguous int64, each ``>= 0`` (and ``< num_classes``)."""
+    from sklearn.utils.validation import check_array  # lazy: the CLI's parser stays light
+
     arr = np.asarray(value)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D with one entry per example ({n}), got shape {arr.shape}")
@@ -140,6 +143,8 @@ def _range_text(minimum: int | None, maximum: int | None) -> str:
 
 def integer(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """An integer (not a bool) in ``[minimum, maximum]``, as a Python int (``check_scalar``)."""
+    from sklearn.utils.validation import check_scalar  # lazy: the CLI's parser stays light
+
     expected = f"{name} must be an integer{_range_text(minimum, maximum)}, got {value!r}"
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(expected)
@@ -157,6 +162,8 @@ def positive_number(value: Any, name: str, *, alternatives: Sequence[str] = ()) 
 
     ``alternatives`` only words the message of a wrong type (a caller that also accepts rule names).
     """
+    from sklearn.utils.validation import check_scalar  # lazy: the CLI's parser stays light
+
     also = f" or one of {list(alternatives)}" if alternatives else ""
     wrong_type = f"{name} must be a positive finite number{also}, got {value!r} of type {type(value).__name__}"
     expected = f"{name} must be a positive finite number, got {value!r}"
@@ -184,6 +191,8 @@ def number_or_choice(value: Any, name: str, choices: Sequence[str]) -> float | s
 
 def neighbour_count(k: Any, n: int, name: str = "k") -> int:
     """A neighbour count ``1 <= k < n`` (the example itself is never its own neighbour)."""
+    from sklearn.utils.validation import check_scalar  # lazy: the CLI's parser stays light
+
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, Integral):
         raise TypeError(f"{name} must be an integer, got {k!r}")
     try:
