@@ -423,9 +423,11 @@ class ExperimentJob:
         self.progress: Any = None
         self.result: Any = None
         self.error: str | None = None
+        self.exception: BaseException | None = None
         self.thread: threading.Thread | None = None
         self.seconds = 0.0
         self._stop = threading.Event()
+        self._begun = threading.Event()  # set by the first progress report (all checked) or by the end
         self._listeners: list[Callable[["ExperimentJob"], None]] = []
         self._bar: Any = None
 
@@ -450,6 +452,7 @@ class ExperimentJob:
 
     def _on_progress(self, p: Any) -> None:
         self.progress = p
+        self._begun.set()
         bar = self._bar
         if bar is not None:
             if bar.total != p.steps_total:
@@ -480,10 +483,11 @@ class ExperimentJob:
             if threading.current_thread() is threading.main_thread() and not self._stop.is_set():
                 raise  # Ctrl-C in the foreground: the caller says what was kept
         except BaseException as exc:
-            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.state, self.error, self.exception = "failed", f"{type(exc).__name__}: {exc}", exc
             if self.thread is None:
                 raise
         finally:
+            self._begun.set()
             self.seconds = time.perf_counter() - t0
             if self._bar is not None:
                 self._bar.close()
@@ -498,8 +502,9 @@ class ExperimentJob:
         return self._execute()
 
     def start(self, *, progress: bool = True) -> threading.Thread:
-        """Run in a background thread; the progress bar is made here, in the calling thread (a notebook
-        cell shows it), and moved from the training thread."""
+        """Run in a background thread; return once it has checked its options and scores, prepared the data
+        and locked its folder (a mistake found there is raised here, as by :meth:`run`). The progress bar is
+        made here, in the calling thread (a notebook cell shows it), and moved from the training thread."""
         if self.state != "pending":
             raise RuntimeError(f"experiment {self.name} was already run ({self.state}); prepare it again to rerun")
         self._open_bar(progress)
@@ -507,6 +512,9 @@ class ExperimentJob:
         self.thread = threading.Thread(target=self._execute, name=f"cscore-{self.name}", daemon=True)
         _BACKGROUND.add(self)
         self.thread.start()
+        self._begun.wait()
+        if self.state == "failed" and self.progress is None:  # refused before any training
+            raise self.exception
         return self.thread
 
     def stop(self, wait: bool = True, timeout: float | None = None) -> None:

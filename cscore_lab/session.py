@@ -495,11 +495,15 @@ class CScoreSession:
                                  run_folder=rec.run_folder, root=self.run_root, **options)
         if any(j.running and j.out.resolve() == job.out.resolve() for r in self._records() for j in r.jobs.values()):
             raise StoreBusyError(f"experiment folder {job.out} is in use by a running experiment; %cscore stop it first")
-        rec.jobs[job.name] = job
         job.add_listener(lambda j: rec.experiments.__setitem__(j.name, j.result) if j.state == "finished" else None)
-        if wait:
-            return job.run(progress=progress)
-        job.start(progress=progress)
+        rec.jobs[job.name] = job
+        try:
+            if wait:
+                return job.run(progress=progress)
+            job.start(progress=progress)  # returns once the options, the data and the folder are checked
+        except Exception:
+            rec.jobs.pop(job.name, None)
+            raise
         return job
 
     def curriculum(self, dataset: str | None = None, **options: Any) -> Any:

@@ -226,6 +226,8 @@ def test_stop_stops_an_experiment_and_the_same_line_resumes_to_the_uninterrupted
     ("%cscore prune --fractions 0 0.5", "kept fraction 0 is outside (0, 1]"),
     ("%cscore collect --strategies best", "argument --strategies: invalid choice: 'best'"),
     ("%cscore collect --rounds 500 --wait", "more than the 1437 in the training split"),
+    ("%cscore collect --rounds 500", "more than the 1437 in the training split"),  # refused before it runs
+    ("%cscore curriculum --seeds 2 --steps 50 --weight-ratio 0.5", "weight_ratio must be a number >= 1"),
     ("%cscore curriculum --out ''", "--out needs a folder"),
 ])
 def test_experiment_mistakes_are_one_line_usage_errors(ip, run_cell, clean_run, line, message):
@@ -233,6 +235,7 @@ def test_experiment_mistakes_are_one_line_usage_errors(ip, run_cell, clean_run, 
     with pytest.raises(UsageError) as err:
         run_cell(line)
     assert message in str(err.value) and "\n" not in str(err.value)
+    assert not session(ip).analysis().jobs and not (clean_run / "uses").exists()  # nothing ran, nothing was kept
 
 
 def test_experiments_need_scores_first(ip, run_cell):

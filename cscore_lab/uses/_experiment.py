@@ -258,6 +258,11 @@ class _Reporter:
 
             self.bar = tqdm(total=self.steps_total, desc=experiment, unit="step", dynamic_ncols=True)
 
+    def begin(self) -> None:
+        """The first report (nothing done yet): everything was checked, the folder is locked, training starts."""
+        if self.callback is not None:
+            self.callback(self.state())
+
     def state(self) -> ExperimentProgress:
         return ExperimentProgress(self.experiment, self.groups_done, self.groups_total, self.models_done,
                                   self.models_total, self.steps_done, self.steps_total, self.resumed,
@@ -434,6 +439,7 @@ class Runner:
 
         try:
             with store.lock() if store is not None else nullcontext():
+                reporter.begin()
                 todo = []
                 for g in groups:
                     if store is None or not store.has_entry(g.key):
