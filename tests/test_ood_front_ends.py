@@ -5,7 +5,6 @@ injected inputs as they mark flipped labels."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

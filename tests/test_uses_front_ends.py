@@ -205,7 +205,7 @@ def test_stop_stops_an_experiment_and_the_same_line_resumes_to_the_uninterrupted
     run_cell("%cscore stop")
     out = capsys.readouterr().out
     assert "stopped collection-cscore" not in out  # an --out folder is named as given
-    assert f"stopped col: " in out and "the same %cscore collect again to resume" in out
+    assert "stopped col: " in out and "the same %cscore collect again to resume" in out
     assert job.state == "stopped"
     kept = len(list((tmp_path / "col" / "entries").glob("*.npz")))
     assert 1 <= kept < 2 + 4 * 3 * 2
