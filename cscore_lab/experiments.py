@@ -129,6 +129,16 @@ def test_fraction(text: str) -> float:
     return v
 
 
+#: The choices the parsers offer, spelled out so that building a parser imports no torch (``cscore-lab --help``
+#: stays fast); ``tests/test_uses_front_ends.py`` checks them against the library's own tuples.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "strategies": ("curriculum", "anti-curriculum", "random-curriculum", "random", "weighted-easy", "weighted-hard"),
+    "pacing": ("linear", "root", "step", "exponential"),
+    "keep": ("most_regular", "least_regular", "middle", "random"),
+    "collection": ("lowest", "highest", "random"),
+}
+
+
 def add_experiment_options(p: argparse.ArgumentParser, command: str, *, session_defaults: bool = False) -> None:
     """The options of experiment ``command`` (curriculum, prune, collect), the same for both front ends.
 
@@ -137,9 +147,9 @@ def add_experiment_options(p: argparse.ArgumentParser, command: str, *, session_
     """
     from .options import device_name, positive_int, seed_value
     from .recipes import PRESETS
-    from .uses import KEEP_RULES, PACINGS, STRATEGIES
-    from .uses.collection import COLLECTION_STRATEGIES
 
+    STRATEGIES, PACINGS, KEEP_RULES = CHOICES["strategies"], CHOICES["pacing"], CHOICES["keep"]
+    COLLECTION_STRATEGIES = CHOICES["collection"]
     exp = experiment_named(command)
     where = "the record's" if session_defaults else "the run's"
     p.add_argument("--score", nargs="+", default=None, metavar="NAME",

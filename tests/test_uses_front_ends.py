@@ -64,6 +64,20 @@ def test_options_are_the_library_keywords_and_only_those_set(command):
     assert expected[command].items() <= options.items()
 
 
+def test_declared_choices_are_the_librarys_and_the_parser_imports_no_torch():
+    import subprocess
+    import sys
+
+    from cscore_lab.uses import KEEP_RULES, PACINGS, STRATEGIES
+    from cscore_lab.uses.collection import COLLECTION_STRATEGIES
+
+    assert E.CHOICES == {"strategies": STRATEGIES, "pacing": PACINGS, "keep": KEEP_RULES,
+                         "collection": COLLECTION_STRATEGIES}
+    code = "import sys; from cscore_lab.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_option_types_refuse_bad_values():
     with pytest.raises(argparse.ArgumentTypeError, match="kept fraction 0 is outside"):
         E.kept_fraction("0")
