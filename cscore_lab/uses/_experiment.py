@@ -6,6 +6,11 @@ An experiment is a list of *groups*: models that train together as one stacked g
 model is evaluated on a held-out test set; a group's result is the integer count of test examples
 each model got right at each of those steps.
 
+Every experiment starts from :func:`set_up` (the settings all of them take, checked once, and the
+data on the device), plans its groups with :func:`plan_groups`, runs them through a
+:class:`Runner` and returns an :class:`ExperimentResult` (counts of models over seeds, with the
+paired comparisons of :func:`paired_row`).
+
 With ``out``, the folder is a :class:`~cscore_lab.store.RunStore` whose identity holds the data
 set's fingerprint, the test set, the recipe, a digest of the scores and the experiment's settings;
 each finished group is one store entry. Rerunning the same call after an interrupt (Ctrl-C, a
@@ -22,16 +27,19 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from ..data import Dataset
 from ..recipes import Recipe, get_preset
+from ..results import ResultTable, check_array
+from ._scores import score_columns, single_score
 
 __all__ = [
     "ExperimentProgress", "mean_stderr", "split_indices", "derive_seed", "resolve_recipe",
-    "PreparedData", "prepare_data", "ModelPlan", "GroupPlan", "Runner", "FORMAT_VERSION",
+    "PreparedData", "prepare_data", "Setup", "set_up", "ModelPlan", "GroupPlan", "plan_groups", "last_counts",
+    "Runner", "ExperimentResult", "paired_row", "FORMAT_VERSION",
 ]
 
 #: Bumped when the same settings would train different models or store different entries.
@@ -198,6 +206,37 @@ def prepare_data(dataset: Dataset, *, test: Dataset | None, test_fraction: float
                         dataset.num_classes, dataset.class_names, ident, dev)
 
 
+@dataclass
+class Setup:
+    """What every experiment starts from: the settings they all take, checked, and the data on the device."""
+
+    recipe: Recipe
+    data: PreparedData
+    seeds: int
+    seed: int
+    group_size: int | None
+    scores: dict[str, np.ndarray]  # float64 [n_train] per score name: the training examples' scores
+
+
+def set_up(dataset: Dataset, scores: Any, *, recipe: Recipe | str, seeds: Any, seed: Any, group_size: Any,
+           test: Dataset | None, test_fraction: float, device: str, single: str | None = None) -> Setup:
+    """Check the settings every experiment takes, then split, scale and move the data once (:func:`prepare_data`).
+
+    ``scores`` are checked against ``dataset`` (:func:`~._scores.score_columns`); with ``single``
+    (the experiment's name) exactly one score is accepted, and several are refused naming it.
+    """
+    recipe = resolve_recipe(recipe)
+    seeds = check_positive_int("seeds", seeds)
+    seed = check_seed(seed)
+    if group_size is not None:
+        group_size = check_positive_int("group_size", group_size)
+    checks = {"labels": dataset.labels, "fingerprint": dataset.fingerprint}
+    n = len(dataset)
+    cols = dict([single_score(scores, n, what=single, **checks)]) if single else score_columns(scores, n, **checks)
+    data = prepare_data(dataset, test=test, test_fraction=test_fraction, seed=seed, recipe=recipe, device=device)
+    return Setup(recipe, data, seeds, seed, group_size, {name: v[data.train_index] for name, v in cols.items()})
+
+
 # --------------------------------------------------------------------------- groups
 
 
@@ -330,12 +369,20 @@ def train_and_evaluate(data: PreparedData, recipe: Recipe, group: GroupPlan, *,
     return out
 
 
-def chunked(items: Sequence[Any], size: int | None) -> list[list[Any]]:
-    """``items`` in consecutive chunks of at most ``size`` (all in one when ``size`` is None)."""
-    items = list(items)
-    if size is None or size >= len(items):
-        return [items] if items else []
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def plan_groups(prefix: str, models: Sequence[ModelPlan], steps: int, group_size: int | None,
+                eval_steps: np.ndarray | None = None) -> list[GroupPlan]:
+    """``models`` in consecutive stacked groups of at most ``group_size`` (all in one when None), keyed
+    ``<prefix>g000``, ``<prefix>g001``, ...; evaluated after ``eval_steps`` (default: once, at the end)."""
+    models = list(models)
+    size = group_size or len(models) or 1
+    evals = np.array([steps], dtype=np.int64) if eval_steps is None else eval_steps
+    return [GroupPlan(f"{prefix}g{j:03d}", models[i:i + size], steps, evals)
+            for j, i in enumerate(range(0, len(models), size))]
+
+
+def last_counts(results: dict[str, np.ndarray], groups: Sequence[GroupPlan]) -> np.ndarray:
+    """int64 [models]: each model's test examples right at its group's last evaluation, in the groups' order."""
+    return np.concatenate([results[g.key][:, -1] for g in groups])
 
 
 def model_factory_name(factory: Callable[[], Any] | None) -> str | None:
@@ -486,3 +533,42 @@ class Runner:
         """Write ``result`` into the run folder (its class's FILENAME), so ``Result.load(out)`` reads it."""
         if self.out is not None:
             result.save(Path(self.out))
+
+
+# --------------------------------------------------------------------------- results
+
+
+def paired_row(accuracy: np.ndarray, baseline: np.ndarray, diff_name: str) -> dict[str, Any]:
+    """Mean ± standard error over seeds of ``accuracy`` [R] and of its paired (within-seed) difference
+    from ``baseline`` [R]: the numbers of one row of every experiment's ``compare()``."""
+    m, se, n = mean_stderr(accuracy)
+    dm, dse, _ = mean_stderr(accuracy - baseline)
+    return {"accuracy": float(m), "stderr": float(se), diff_name: float(dm), "diff_stderr": float(dse), "seeds": n}
+
+
+class ExperimentResult(ResultTable):
+    """Base of the experiments' results: ``correct``, the test examples each model got right (int64,
+    3-D, one axis over seeds: ``SEED_AXIS``), out of ``n_test``."""
+
+    SEED_AXIS: ClassVar[int] = 2
+    correct: np.ndarray
+    n_test: int
+
+    def _check_correct(self, shape: tuple[int | None, ...]) -> None:
+        """``correct`` as int64 of ``shape`` (None on the seed axis: any number of seeds); ``n_test`` as an int."""
+        correct = np.asarray(self.correct, dtype=np.int64)
+        if correct.ndim != len(shape):
+            expected = ", ".join("seeds" if d is None else str(d) for d in shape)
+            raise ValueError(f"correct has shape {correct.shape}, expected ({expected})")
+        full = tuple(correct.shape[a] if d is None else d for a, d in enumerate(shape))
+        self.correct = check_array("correct", correct, full, np.int64)
+        self.n_test = int(self.n_test)
+
+    @property
+    def seeds(self) -> int:
+        return int(self.correct.shape[self.SEED_AXIS])
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        """float64, the shape of ``correct``: the test accuracy of every model."""
+        return self.correct / float(self.n_test)

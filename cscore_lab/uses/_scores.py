@@ -122,14 +122,11 @@ def score_columns(
     return out
 
 
-def single_score(scores: Any, n: int, **kw: Any) -> tuple[str, np.ndarray]:
-    """The one score column of ``scores`` (see :func:`score_columns`); several columns are refused."""
+def single_score(scores: Any, n: int, *, what: str = "this experiment", **kw: Any) -> tuple[str, np.ndarray]:
+    """The one score column of ``scores`` (see :func:`score_columns`); several columns are refused, naming ``what``."""
     cols = score_columns(scores, n, **kw)
     if len(cols) != 1:
-        raise ValueError(
-            f"this experiment takes one score, got {len(cols)} ({', '.join(cols)}); pick one, "
-            f"e.g. {{'{next(iter(cols))}': table['{next(iter(cols))}']}}"
-        )
+        raise ValueError(f"{what} takes one score, got {len(cols)} ({', '.join(cols)}); pick one")
     return next(iter(cols.items()))
 
 

@@ -26,22 +26,9 @@ import numpy as np
 from ..data import Dataset
 from ..recipes import Recipe
 from ..results import ResultTable, check_array
-from ._experiment import (
-    ExperimentProgress,
-    GroupPlan,
-    ModelPlan,
-    Runner,
-    budget_steps,
-    check_budget,
-    check_positive_int,
-    check_seed,
-    chunked,
-    derive_seed,
-    mean_stderr,
-    prepare_data,
-    resolve_recipe,
-)
-from ._scores import score_columns, scores_digest
+from ._experiment import (ExperimentProgress, ExperimentResult, ModelPlan, Runner, budget_steps, check_budget,
+                          check_positive_int, derive_seed, last_counts, mean_stderr, paired_row, plan_groups, set_up)
+from ._scores import scores_digest, single_score
 from .samplers import EpochStream, curriculum_order
 
 __all__ = ["low_score_regions", "RegionTable", "active_collection_experiment", "CollectionResult",
@@ -214,10 +201,7 @@ def low_score_regions(
     if lab.ndim != 1 or not np.issubdtype(lab.dtype, np.integer) or lab.size == 0 or lab.min() < 0:
         raise ValueError(f"labels must be non-negative integers of shape (N,), got {lab.dtype} of shape {lab.shape}")
     n = lab.size
-    cols = score_columns(scores, n, labels=lab, fingerprint=fingerprint)
-    if len(cols) != 1:
-        raise ValueError(f"low_score_regions takes one score, got {len(cols)} ({', '.join(cols)}); pick one")
-    score_name, s = next(iter(cols.items()))
+    score_name, s = single_score(scores, n, what="low_score_regions", labels=lab, fingerprint=fingerprint)
     if not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     lowest = check_positive_int("lowest", lowest)
@@ -284,7 +268,7 @@ def low_score_regions(
 
 
 @dataclass
-class CollectionResult(ResultTable):
+class CollectionResult(ExperimentResult):
     """Test accuracy against examples added, for each collection strategy and seed.
 
     Attributes
@@ -314,20 +298,7 @@ class CollectionResult(ResultTable):
         self.added = np.asarray(self.added, dtype=np.int64)
         j = self.added.size
         self.sizes = check_array("sizes", self.sizes, (j,), np.int64)
-        self.correct = np.asarray(self.correct, dtype=np.int64)
-        if self.correct.ndim != 3:
-            raise ValueError(f"correct has shape {self.correct.shape}, expected ({len(self.strategies)}, {j}, seeds)")
-        self.correct = check_array("correct", self.correct, (len(self.strategies), j, self.correct.shape[2]), np.int64)
-        self.n_test = int(self.n_test)
-
-    @property
-    def seeds(self) -> int:
-        return int(self.correct.shape[2])
-
-    @property
-    def accuracy(self) -> np.ndarray:
-        """float64 [S, J, R]"""
-        return self.correct / float(self.n_test)
+        self._check_correct((len(self.strategies), j, None))  # [S, J, R]
 
     def to_frame(self):
         """One row per (strategy, round): added, train_size, accuracy (mean over seeds), stderr, seeds."""
@@ -347,14 +318,9 @@ class CollectionResult(ResultTable):
             raise KeyError(f"no strategy {baseline!r}; this result has {', '.join(self.strategies)}")
         b = self.strategies.index(baseline)
         acc = self.accuracy
-        rows = []
-        for i, st in enumerate(self.strategies):
-            for j in range(self.added.size):
-                m, se, n = mean_stderr(acc[i, j])
-                dm, dse, _ = mean_stderr(acc[i, j] - acc[b, j])
-                rows.append({"strategy": st, "added": int(self.added[j]), "accuracy": float(m), "stderr": float(se),
-                             f"diff_vs_{baseline}": float(dm), "diff_stderr": float(dse), "seeds": n})
-        return pd.DataFrame(rows)
+        return pd.DataFrame([{"strategy": st, "added": int(self.added[j]),
+                              **paired_row(acc[i, j], acc[b, j], f"diff_vs_{baseline}")}
+                             for i, st in enumerate(self.strategies) for j in range(self.added.size)])
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"added": self.added, "sizes": self.sizes, "correct": self.correct}
@@ -480,29 +446,21 @@ def active_collection_experiment(
     -------
     CollectionResult
     """
-    recipe = resolve_recipe(recipe)
     strategies = (strategies,) if isinstance(strategies, str) else tuple(strategies)
     if not strategies or any(s not in COLLECTION_STRATEGIES for s in strategies) or len(set(strategies)) != len(strategies):
         raise ValueError(f"strategies must be distinct choices from {COLLECTION_STRATEGIES}, got {strategies!r}")
-    seeds = check_positive_int("seeds", seeds)
-    seed = check_seed(seed)
     rounds = check_positive_int("rounds", rounds)
     budget = check_budget(budget)
-    if group_size is not None:
-        group_size = check_positive_int("group_size", group_size)
-    cols = score_columns(scores, len(dataset), labels=dataset.labels, fingerprint=dataset.fingerprint)
-    if len(cols) != 1:
-        raise ValueError(f"active_collection_experiment takes one score, got {len(cols)} ({', '.join(cols)}); pick one")
-    score_name, all_scores = next(iter(cols.items()))
-
-    data = prepare_data(dataset, test=test, test_fraction=test_fraction, seed=seed, recipe=recipe, device=device)
+    setup = set_up(dataset, scores, recipe=recipe, seeds=seeds, seed=seed, group_size=group_size, test=test,
+                   test_fraction=test_fraction, device=device, single="active_collection_experiment")
+    recipe, data, seeds, seed = setup.recipe, setup.data, setup.seeds, setup.seed
+    (score_name, train_scores), = setup.scores.items()
     n = data.n_train
     n_start = _count("start", start, n)
     n_add = _count("add_per_round", add_per_round, n)
     if n_start + rounds * n_add > n:
         raise ValueError(f"start {n_start} + {rounds} rounds x {n_add} = {n_start + rounds * n_add} examples, more than "
                          f"the {n} in the training split; use fewer rounds or smaller steps")
-    train_scores = all_scores[data.train_index]
     batch = recipe.batch_size
 
     def plan(strategy: str, r: int, j: int) -> ModelPlan:
@@ -512,28 +470,22 @@ def active_collection_experiment(
             return EpochStream(members, batch, derive_seed(seed, "order", r, strategy, j))
         return ModelPlan(build, derive_seed(seed, "init", r))
 
-    groups: list[GroupPlan] = []
     sizes = [n_start + j * n_add for j in range(rounds + 1)]
+    per_round = []
     for j in range(rounds + 1):
-        steps = budget_steps(budget, recipe, n, sizes[j])
-        which = ["start"] if j == 0 else list(strategies)
-        plans = [plan(st, r, j) for st in which for r in range(seeds)]
-        for g, chunk in enumerate(chunked(plans, group_size)):
-            groups.append(GroupPlan(f"collect-r{j:03d}-g{g:03d}", chunk, steps, np.array([steps], dtype=np.int64)))
+        plans = [plan(st, r, j) for st in (("start",) if j == 0 else strategies) for r in range(seeds)]
+        per_round.append(plan_groups(f"collect-r{j:03d}-", plans, budget_steps(budget, recipe, n, sizes[j]),
+                                     setup.group_size))
 
     settings = {"start": n_start, "add_per_round": n_add, "rounds": rounds, "strategies": list(strategies),
-                "seeds": seeds, "seed": seed, "budget": budget, "group_size": group_size, "score_name": score_name}
-    runner = Runner("collection", data, recipe, scores_digest({score_name: train_scores}), settings, out=out,
+                "seeds": seeds, "seed": seed, "budget": budget, "group_size": setup.group_size, "score_name": score_name}
+    runner = Runner("collection", data, recipe, scores_digest(setup.scores), settings, out=out,
                     model_factory=model_factory, progress=progress, stop=stop, workers=workers)
-    results = runner.run(groups)
-
-    def round_counts(j: int) -> np.ndarray:
-        return np.concatenate([results[g.key][:, 0] for g in groups if g.key.startswith(f"collect-r{j:03d}-")])
-
+    results = runner.run([g for round_groups in per_round for g in round_groups])
     correct = np.zeros((len(strategies), rounds + 1, seeds), dtype=np.int64)
-    correct[:, 0, :] = round_counts(0)[None, :]
+    correct[:, 0, :] = last_counts(results, per_round[0])[None, :]
     for j in range(1, rounds + 1):
-        correct[:, j, :] = round_counts(j).reshape(len(strategies), seeds)
+        correct[:, j, :] = last_counts(results, per_round[j]).reshape(len(strategies), seeds)
     result = CollectionResult(strategies, np.array([j * n_add for j in range(rounds + 1)]), np.array(sizes), correct,
                               data.n_test, score_name, runner.meta())
     runner.save(result)

@@ -21,21 +21,9 @@ import numpy as np
 
 from ..data import Dataset
 from ..recipes import Recipe
-from ..results import ResultTable, check_array
-from ._experiment import (
-    ExperimentProgress,
-    GroupPlan,
-    ModelPlan,
-    Runner,
-    check_positive_int,
-    check_seed,
-    chunked,
-    derive_seed,
-    mean_stderr,
-    prepare_data,
-    resolve_recipe,
-)
-from ._scores import score_columns, scores_digest
+from ._experiment import (ExperimentProgress, ExperimentResult, ModelPlan, Runner, check_positive_int, derive_seed,
+                          mean_stderr, paired_row, plan_groups, set_up)
+from ._scores import scores_digest
 from .samplers import PACED, STRATEGIES, Pacing, make_stream
 
 __all__ = ["curriculum_experiment", "CurriculumResult", "DEFAULT_STRATEGIES"]
@@ -44,7 +32,7 @@ DEFAULT_STRATEGIES = ("curriculum", "anti-curriculum", "random-curriculum", "ran
 
 
 @dataclass
-class CurriculumResult(ResultTable):
+class CurriculumResult(ExperimentResult):
     """Test accuracy against training steps for each strategy and seed.
 
     Attributes
@@ -62,6 +50,7 @@ class CurriculumResult(ResultTable):
 
     FORMAT: ClassVar[str] = "cscore_lab.curriculum/1"
     FILENAME: ClassVar[str] = "curriculum.npz"
+    SEED_AXIS: ClassVar[int] = 1
 
     strategies: tuple[str, ...]
     eval_steps: np.ndarray
@@ -73,21 +62,7 @@ class CurriculumResult(ResultTable):
     def __post_init__(self) -> None:
         self.strategies = tuple(str(s) for s in self.strategies)
         self.eval_steps = np.asarray(self.eval_steps, dtype=np.int64)
-        s, e = len(self.strategies), self.eval_steps.size
-        self.correct = np.asarray(self.correct, dtype=np.int64)
-        if self.correct.ndim != 3:
-            raise ValueError(f"correct has shape {self.correct.shape}, expected ({s}, seeds, {e})")
-        self.correct = check_array("correct", self.correct, (s, self.correct.shape[1], e), np.int64)
-        self.n_test = int(self.n_test)
-
-    @property
-    def seeds(self) -> int:
-        return int(self.correct.shape[1])
-
-    @property
-    def accuracy(self) -> np.ndarray:
-        """float64 [S, R, E]: test accuracy of every model at every evaluation step."""
-        return self.correct / float(self.n_test)
+        self._check_correct((len(self.strategies), None, self.eval_steps.size))  # [S, R, E]
 
     def _index(self, strategy: str) -> int:
         try:
@@ -123,13 +98,8 @@ class CurriculumResult(ResultTable):
         j = self._column(step)
         acc = self.accuracy[:, :, j]
         base = acc[self._index(baseline)]
-        rows = []
-        for i, st in enumerate(self.strategies):
-            m, se, n = mean_stderr(acc[i])
-            dm, dse, _ = mean_stderr(acc[i] - base)
-            rows.append({"strategy": st, "step": int(self.eval_steps[j]), "accuracy": float(m), "stderr": float(se),
-                         f"diff_vs_{baseline}": float(dm), "diff_stderr": float(dse), "seeds": n})
-        return pd.DataFrame(rows)
+        return pd.DataFrame([{"strategy": st, "step": int(self.eval_steps[j]),
+                              **paired_row(acc[i], base, f"diff_vs_{baseline}")} for i, st in enumerate(self.strategies)])
 
     # ------------------------------------------------------------------ ResultTable
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -250,26 +220,18 @@ def curriculum_experiment(
     cscore_lab.uses.CurriculumSampler : the same strategies for your own training loop.
     cscore_lab.viz.uses.curriculum_curves : the figure.
     """
-    recipe = resolve_recipe(recipe)
     strategies = tuple(strategies)
     if not strategies or any(s not in STRATEGIES for s in strategies):
         raise ValueError(f"strategies must be a non-empty sequence of {STRATEGIES}, got {strategies!r}")
     if len(set(strategies)) != len(strategies):
         raise ValueError(f"strategies must be distinct, got {strategies!r}")
     pacing = Pacing.of(pacing)
-    seeds = check_positive_int("seeds", seeds)
-    seed = check_seed(seed)
-    if group_size is not None:
-        group_size = check_positive_int("group_size", group_size)
     if not (isinstance(weight_ratio, (int, float)) and weight_ratio >= 1):
         raise ValueError(f"weight_ratio must be a number >= 1, got {weight_ratio!r}")
-    cols = score_columns(scores, len(dataset), labels=dataset.labels, fingerprint=dataset.fingerprint)
-    if len(cols) != 1:
-        raise ValueError(f"curriculum_experiment takes one score, got {len(cols)} ({', '.join(cols)}); pick one")
-    score_name, all_scores = next(iter(cols.items()))
-
-    data = prepare_data(dataset, test=test, test_fraction=test_fraction, seed=seed, recipe=recipe, device=device)
-    train_scores = all_scores[data.train_index]
+    setup = set_up(dataset, scores, recipe=recipe, seeds=seeds, seed=seed, group_size=group_size, test=test,
+                   test_fraction=test_fraction, device=device, single="curriculum_experiment")
+    recipe, data, seeds, seed = setup.recipe, setup.data, setup.seeds, setup.seed
+    (score_name, train_scores), = setup.scores.items()
     batch = recipe.batch_size
     if steps is None:
         steps = recipe.epochs * -(-data.n_train // batch)
@@ -282,16 +244,15 @@ def curriculum_experiment(
         return lambda: make_stream(strategy, train_scores, batch_size=batch, steps=steps, pacing=pacing,
                                    labels=labels, weight_ratio=weight_ratio, seed=derive_seed(seed, "stream", r, strategy))
 
-    plans = [(s, r, ModelPlan(stream(s, r), derive_seed(seed, "init", r))) for r in range(seeds) for s in strategies]
-    groups = [GroupPlan(f"curriculum-g{j:03d}", [p for _, _, p in chunk], steps, eval_steps)
-              for j, chunk in enumerate(chunked(plans, group_size))]
+    plans = [ModelPlan(stream(s, r), derive_seed(seed, "init", r)) for r in range(seeds) for s in strategies]
+    groups = plan_groups("curriculum-", plans, steps, setup.group_size, eval_steps)
     settings = {
         "strategies": list(strategies), "pacing": {"kind": pacing.kind, "start": pacing.start, "full_at": pacing.full_at,
                                                    "inc": pacing.inc},
         "steps": steps, "eval_every": eval_every, "seeds": seeds, "seed": seed, "balance": bool(balance),
-        "weight_ratio": float(weight_ratio), "group_size": group_size, "score_name": score_name,
+        "weight_ratio": float(weight_ratio), "group_size": setup.group_size, "score_name": score_name,
     }
-    runner = Runner("curriculum", data, recipe, scores_digest({score_name: train_scores}), settings, out=out,
+    runner = Runner("curriculum", data, recipe, scores_digest(setup.scores), settings, out=out,
                     model_factory=model_factory, progress=progress, stop=stop, workers=workers)
     results = runner.run(groups)
     flat = np.concatenate([results[g.key] for g in groups], axis=0)  # [R*S, E], seed-major

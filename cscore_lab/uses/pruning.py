@@ -49,23 +49,10 @@ import numpy as np
 
 from ..data import Dataset
 from ..recipes import Recipe
-from ..results import ResultTable, check_array
-from ._experiment import (
-    ExperimentProgress,
-    GroupPlan,
-    ModelPlan,
-    Runner,
-    budget_steps,
-    check_budget,
-    check_positive_int,
-    check_seed,
-    chunked,
-    derive_seed,
-    mean_stderr,
-    prepare_data,
-    resolve_recipe,
-)
-from ._scores import score_columns, scores_digest
+from ..results import check_array
+from ._experiment import (ExperimentProgress, ExperimentResult, GroupPlan, ModelPlan, Runner, budget_steps,
+                          check_budget, derive_seed, last_counts, mean_stderr, paired_row, plan_groups, set_up)
+from ._scores import scores_digest
 from .samplers import EpochStream, curriculum_order
 
 __all__ = ["KEEP_RULES", "kept_count", "select_kept", "pruning_experiment", "PruningResult", "DEFAULT_FRACTIONS"]
@@ -151,7 +138,7 @@ def select_kept(scores: Any, fraction: float, keep: str = "most_regular", *, see
 
 
 @dataclass
-class PruningResult(ResultTable):
+class PruningResult(ExperimentResult):
     """Test accuracy against the kept fraction, for each (score, rule) and seed.
 
     Attributes
@@ -182,21 +169,8 @@ class PruningResult(ResultTable):
         self.fractions = np.asarray(self.fractions, dtype=np.float64)
         f = self.fractions.size
         self.kept = check_array("kept", self.kept, (f,), np.int64)
-        self.correct = np.asarray(self.correct, dtype=np.int64)
-        if self.correct.ndim != 3:
-            raise ValueError(f"correct has shape {self.correct.shape}, expected ({len(self.configs)}, {f}, seeds)")
-        self.correct = check_array("correct", self.correct, (len(self.configs), f, self.correct.shape[2]), np.int64)
+        self._check_correct((len(self.configs), f, None))  # [C, F, R]
         self.reference = np.asarray(self.reference, dtype=np.int64).reshape(-1)
-        self.n_test = int(self.n_test)
-
-    @property
-    def seeds(self) -> int:
-        return int(self.correct.shape[2])
-
-    @property
-    def accuracy(self) -> np.ndarray:
-        """float64 [C, F, R]"""
-        return self.correct / float(self.n_test)
 
     def reference_accuracy(self) -> tuple[float, float]:
         """Mean and standard error of the full-training-set models' test accuracy (NaN if none)."""
@@ -224,14 +198,9 @@ class PruningResult(ResultTable):
         except ValueError:
             raise KeyError(f"no configuration {baseline!r}; this result has {list(self.configs)}") from None
         acc = self.accuracy
-        rows = []
-        for i, (sc, kp) in enumerate(self.configs):
-            for j, fr in enumerate(self.fractions):
-                m, se, n = mean_stderr(acc[i, j])
-                dm, dse, _ = mean_stderr(acc[i, j] - acc[b, j])
-                rows.append({"score": sc, "keep": kp, "fraction": float(fr), "accuracy": float(m), "stderr": float(se),
-                             "diff_vs_random": float(dm), "diff_stderr": float(dse), "seeds": n})
-        return pd.DataFrame(rows)
+        return pd.DataFrame([{"score": sc, "keep": kp, "fraction": float(fr),
+                              **paired_row(acc[i, j], acc[b, j], "diff_vs_random")}
+                             for i, (sc, kp) in enumerate(self.configs) for j, fr in enumerate(self.fractions)])
 
     def table(self):
         """The curves side by side: rows = fraction, columns = ``score/keep``, cells ``mean ± se`` strings."""
@@ -335,7 +304,6 @@ def pruning_experiment(
     --------
     select_kept : the rule alone. cscore_lab.viz.uses.pruning_curves : the figure.
     """
-    recipe = resolve_recipe(recipe)
     fractions = tuple(_check_fraction(f) for f in fractions)
     if not fractions or len({f"{f:.6f}" for f in fractions}) != len(fractions):
         raise ValueError(f"fractions must be a non-empty sequence of numbers in (0, 1] that differ at 6 decimals, "
@@ -343,17 +311,12 @@ def pruning_experiment(
     keep = (keep,) if isinstance(keep, str) else tuple(keep)
     if not keep or any(k not in KEEP_RULES for k in keep) or len(set(keep)) != len(keep):
         raise ValueError(f"keep must be distinct rules from {KEEP_RULES}, got {keep!r}")
-    seeds = check_positive_int("seeds", seeds)
-    seed = check_seed(seed)
     budget = check_budget(budget)
-    if group_size is not None:
-        group_size = check_positive_int("group_size", group_size)
-    cols = score_columns(scores, len(dataset), labels=dataset.labels, fingerprint=dataset.fingerprint)
-    if "random" in cols and "random" in keep:
+    setup = set_up(dataset, scores, recipe=recipe, seeds=seeds, seed=seed, group_size=group_size, test=test,
+                   test_fraction=test_fraction, device=device)
+    recipe, data, seeds, seed, train_cols = setup.recipe, setup.data, setup.seeds, setup.seed, setup.scores
+    if "random" in train_cols and "random" in keep:
         raise ValueError("a score may not be called 'random' (the name of the random baseline); rename it")
-
-    data = prepare_data(dataset, test=test, test_fraction=test_fraction, seed=seed, recipe=recipe, device=device)
-    train_cols = {name: v[data.train_index] for name, v in cols.items()}
     n = data.n_train
     labels = data.labels if balance else None
     configs = [(name, k) for name in train_cols for k in keep if k != "random"]
@@ -371,14 +334,13 @@ def pruning_experiment(
             return EpochStream(kept, batch, derive_seed(seed, "order", r, score, rule, round(fraction * 1e6)))
         return build
 
-    groups: list[GroupPlan] = []
+    per_fraction: list[list[GroupPlan]] = []
     steps_of: dict[str, int] = {}
     for fr in fractions:
-        k = kept_count(fr, n)
-        steps = steps_of[f"{fr:g}"] = budget_steps(budget, recipe, n, k)
+        steps = steps_of[f"{fr:g}"] = budget_steps(budget, recipe, n, kept_count(fr, n))
         plans = [ModelPlan(stream(sc, kp, fr, r), derive_seed(seed, "init", r)) for sc, kp in configs for r in range(seeds)]
-        for j, chunk in enumerate(chunked(plans, group_size)):
-            groups.append(GroupPlan(f"prune-f{fr:.6f}-g{j:03d}", chunk, steps, np.array([steps], dtype=np.int64)))
+        per_fraction.append(plan_groups(f"prune-f{fr:.6f}-", plans, steps, setup.group_size))
+    groups = [g for fraction_groups in per_fraction for g in fraction_groups]
     if reference:
         steps = budget_steps(budget, recipe, n, n)
         everything = np.arange(n)
@@ -387,16 +349,12 @@ def pruning_experiment(
         groups.append(GroupPlan("prune-full", plans, steps, np.array([steps], dtype=np.int64)))
 
     settings = {"fractions": list(fractions), "keep": list(keep), "seeds": seeds, "seed": seed, "budget": budget,
-                "balance": bool(balance), "reference": bool(reference), "group_size": group_size,
+                "balance": bool(balance), "reference": bool(reference), "group_size": setup.group_size,
                 "scores": list(train_cols)}
     runner = Runner("pruning", data, recipe, scores_digest(train_cols), settings, out=out,
                     model_factory=model_factory, progress=progress, stop=stop, workers=workers)
     results = runner.run(groups)
-    per_fraction = []
-    for fr in fractions:
-        keys = [g.key for g in groups if g.key.startswith(f"prune-f{fr:.6f}-")]
-        per_fraction.append(np.concatenate([results[key][:, 0] for key in keys]).reshape(len(configs), seeds))
-    correct = np.stack(per_fraction, axis=1)  # [C, F, R]
+    correct = np.stack([last_counts(results, gs).reshape(len(configs), seeds) for gs in per_fraction], axis=1)  # [C, F, R]
     ref = results["prune-full"][:, 0] if reference else np.empty(0, dtype=np.int64)
     kept = np.array([kept_count(fr, n) for fr in fractions], dtype=np.int64)
     meta = runner.meta()
