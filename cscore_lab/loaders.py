@@ -268,31 +268,30 @@ def _cifar_dataset(x: np.ndarray, y: np.ndarray, names: Sequence[str], name: str
     )
 
 
-def load_cifar10(path: str | os.PathLike, *, split: str = "train") -> Dataset:
-    """CIFAR-10 from the official python batches folder (``cifar-10-batches-py``)."""
+def _load_cifar(path: str | os.PathLike, split: str, name: str, title: str, meta: tuple[str, str], label_key: str,
+                k: int, files: Sequence[str]) -> Dataset:
+    """One of the official python releases: class names from ``meta`` (file, key), the ``files`` of ``split``."""
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     folder = Path(path)
     if not folder.is_dir():
-        raise DataError(f"CIFAR-10 folder not found: {folder}")
-    names = _cifar_names(folder / "batches.meta", "label_names", 10)
-    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    parts = [_cifar_arrays(_read_cifar_batch(folder / f), folder / f, "labels", 10) for f in files]
+        raise DataError(f"{title} folder not found: {folder}")
+    names = _cifar_names(folder / meta[0], meta[1], k)
+    parts = [_cifar_arrays(_read_cifar_batch(folder / f), folder / f, label_key, k) for f in files]
     x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    return _cifar_dataset(x, y, names, "cifar10" if split == "train" else "cifar10-test", folder)
+    return _cifar_dataset(x, y, names, name if split == "train" else f"{name}-test", folder)
+
+
+def load_cifar10(path: str | os.PathLike, *, split: str = "train") -> Dataset:
+    """CIFAR-10 from the official python batches folder (``cifar-10-batches-py``)."""
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    return _load_cifar(path, split, "cifar10", "CIFAR-10", ("batches.meta", "label_names"), "labels", 10, files)
 
 
 def load_cifar100(path: str | os.PathLike, *, split: str = "train") -> Dataset:
     """CIFAR-100 (fine labels) from the official python folder (``cifar-100-python``)."""
-    if split not in ("train", "test"):
-        raise DataError(f"split must be 'train' or 'test', got {split!r}")
-    folder = Path(path)
-    if not folder.is_dir():
-        raise DataError(f"CIFAR-100 folder not found: {folder}")
-    names = _cifar_names(folder / "meta", "fine_label_names", 100)
-    fname = "train" if split == "train" else "test"
-    x, y = _cifar_arrays(_read_cifar_batch(folder / fname), folder / fname, "fine_labels", 100)
-    return _cifar_dataset(x, y, names, "cifar100" if split == "train" else "cifar100-test", folder)
+    files = ["train" if split == "train" else "test"]
+    return _load_cifar(path, split, "cifar100", "CIFAR-100", ("meta", "fine_label_names"), "fine_labels", 100, files)
 
 
 def load_npz(path: str | os.PathLike, *, inputs_key: str | None = None, labels_key: str | None = None) -> Dataset:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -290,11 +290,29 @@ def _folder_of(store: Any) -> str:
     return str(store.path) if getattr(store, "path", None) is not None else "this estimation"
 
 
-def _training_correctness(shard: Any, store: Any) -> None:
-    if not shard.train_correct_known:
-        raise ValueError(f"run folder {_folder_of(store)} predates shards that record correctness on training "
-                         f"examples (shard format 1, shard {shard.key}); memorization and influence need it: rerun "
-                         f"the estimate in a new folder to add it")
+def _plan_and_labels(store: Any, plan: Any | None, labels: np.ndarray | None) -> tuple[Any, np.ndarray]:
+    """``plan`` and ``labels``, by default the run's own (its manifest's plan, its stored labels)."""
+    from .recipes import Plan
+
+    if plan is None:
+        plan = Plan.from_dict(store.read_manifest()["plan"])
+    if labels is None:
+        labels = store.stored_labels()
+    if labels is None:
+        raise ValueError(f"run folder {_folder_of(store)} holds no labels; open it with its data set (open_run)")
+    return plan, labels
+
+
+def _accumulate(acc: Any, shards: Iterable[Any], store: Any) -> None:
+    """Add every shard to ``acc`` (memorization or influence); refuse shards without training correctness, or none."""
+    for shard in shards:
+        if not shard.train_correct_known:
+            raise ValueError(f"run folder {_folder_of(store)} predates shards that record correctness on training "
+                             f"examples (shard format 1, shard {shard.key}); memorization and influence need it: "
+                             f"rerun the estimate in a new folder to add it")
+        acc.add_shard(shard)
+    if acc.models == 0:
+        raise ValueError(f"{_folder_of(store)}: no finished shard yet; run the estimate first")
 
 
 def memorization_of(store: Any, *, labels: np.ndarray | None = None, plan: Any | None = None,
@@ -306,20 +324,10 @@ def memorization_of(store: Any, *, labels: np.ndarray | None = None, plan: Any |
     examples is a clear error.
     """
     from .memorization import MemorizationAccumulator
-    from .recipes import Plan
 
-    if plan is None:
-        plan = Plan.from_dict(store.read_manifest()["plan"])
-    if labels is None:
-        labels = store.stored_labels()
-    if labels is None:
-        raise ValueError(f"run folder {_folder_of(store)} holds no labels; open it with its data set (open_run)")
+    plan, labels = _plan_and_labels(store, plan, labels)
     acc = MemorizationAccumulator(len(labels), plan.ratios)
-    for shard in counted_shards(store, plan):
-        _training_correctness(shard, store)
-        acc.add_shard(shard)
-    if acc.models == 0:
-        raise ValueError(f"{_folder_of(store)}: no finished shard yet; run the estimate first")
+    _accumulate(acc, counted_shards(store, plan), store)
     info = {"meta": {"models": acc.models, "plan": plan.to_dict()}}
     if dataset is not None:
         info.update(dataset=dataset.name, fingerprint=dataset.fingerprint)
@@ -335,14 +343,8 @@ def influence_of(store: Any, *, labels: np.ndarray | None = None, k: int = 10, p
     themselves, each judged by the models that held it out.
     """
     from .influence import InfluenceAccumulator
-    from .recipes import Plan
 
-    if plan is None:
-        plan = Plan.from_dict(store.read_manifest()["plan"])
-    if labels is None:
-        labels = store.stored_labels()
-    if labels is None:
-        raise ValueError(f"run folder {_folder_of(store)} holds no labels; open it with its data set (open_run)")
+    plan, labels = _plan_and_labels(store, plan, labels)
     ident = store.read_manifest()["identity"] if getattr(store, "path", None) is not None else {}
     recorded = ident.get("eval")
     if eval_dataset is not None and recorded is not None and eval_dataset.fingerprint != recorded["fingerprint"]:
@@ -354,11 +356,7 @@ def influence_of(store: Any, *, labels: np.ndarray | None = None, k: int = 10, p
         raise ValueError(f"run {_folder_of(store)} recorded an evaluation set ({(recorded or {}).get('dataset', '?')}); "
                          f"pass it (eval_dataset=..., or --eval-data as for the estimate) for its labels")
     acc = InfluenceAccumulator(len(labels), plan.ratios, n_eval=len(eval_dataset) if with_eval else None)
-    for shard in shards:
-        _training_correctness(shard, store)
-        acc.add_shard(shard)
-    if acc.models == 0:
-        raise ValueError(f"{_folder_of(store)}: no finished shard yet; run the estimate first")
+    _accumulate(acc, shards, store)
     info: dict[str, Any] = {"meta": {"models": acc.models, "plan": plan.to_dict()}}
     if dataset is not None:
         info["dataset"] = dataset.name
