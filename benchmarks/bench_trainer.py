@@ -3,6 +3,7 @@
     python benchmarks/bench_trainer.py            # everything (about 5 minutes on 2 quiet cores)
     python benchmarks/bench_trainer.py --quick    # a smoke run
     python benchmarks/bench_trainer.py --only mnist --repeats 3
+    python benchmarks/bench_trainer.py --only step                 # per core: step and evaluation vs the matmul rate
     python benchmarks/bench_trainer.py --only ratio --precision bf16 --mnist ../shared/data/mnist   # 200 models at 0.5
 
 Prints the machine (CPU, fast-bf16 flags, load average before and after: the 2-core machines
@@ -43,6 +44,7 @@ from cscore_lab.trainer import (
     fast_bf16,
     model_seeds,
     prepare_inputs,
+    torch_threads,
     train_one_at_a_time,
 )
 
@@ -88,8 +90,12 @@ def model_flops(ds, recipe, ratio: float) -> float:
     return mlp_flops_per_example(sizes) * int(ratio * len(ds)) * recipe.epochs + 2 * weights * len(ds)
 
 
-def time_plain(ds, recipe, ratio: float, n_models: int) -> tuple[float, float]:
-    """(wall, CPU) seconds per model of the plain loop, each model trained and then evaluated on all N."""
+def time_plain(ds, recipe, ratio: float, n_models: int, threads: int | None = None) -> tuple[float, float]:
+    """(wall, CPU) seconds per model of the plain loop, each model trained and then evaluated on all N,
+    with ``threads`` torch threads (default: all)."""
+    if threads is not None:
+        with torch_threads(threads):
+            return time_plain(ds, recipe, ratio, n_models)
     x, y = prepare_inputs(ds, recipe, torch.device("cpu"))
     seeds = [model_seeds(0, ratio, r) for r in range(n_models)]
     subsets = [draw_subset(s.subset, len(ds), int(ratio * len(ds))) for s in seeds]
@@ -122,6 +128,7 @@ def compare(ds, preset_name: str, ratio: float, n_plain: int, n_stacked: int, ep
     best: dict[str, tuple[float, float]] = {}
     for _ in range(repeats):
         for name, fn in (("plain", lambda: time_plain(ds, recipe, ratio, n_plain)),
+                         ("plain-1t", lambda: time_plain(ds, recipe, ratio, n_plain, threads=1)),
                          ("fp32", lambda: time_stacked(ds, recipe, ratio, n_stacked)),
                          ("bf16", lambda: time_stacked(ds, bf16, ratio, n_stacked))):
             wall, cpu = fn()
@@ -129,6 +136,54 @@ def compare(ds, preset_name: str, ratio: float, n_plain: int, n_stacked: int, ep
                 best[name] = (wall, cpu)
     return {"preset": preset_name, "ratio": ratio, "epochs": recipe.epochs, "flops": model_flops(ds, recipe, ratio),
             "n_plain": n_plain, "n_stacked": n_stacked, **{k: v for k, v in best.items()}}
+
+
+def per_core(models: int, rounds: int) -> None:
+    """One thread: GFLOP per CPU-second of a mnist-mlp training step and evaluation, fp32 and bf16, against
+    the 2048^3 matmul of the same precision, interleaved ``rounds`` times (best of each)."""
+    from cscore_lab.models import StackedMLP
+
+    sizes, batch = [784, 512, 256, 10], 128
+    p = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    step_flops = (6 * p - 2 * sizes[0] * sizes[1]) * models * batch
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(60000, 784, generator=gen), torch.randint(0, 10, (60000,), generator=gen)
+    idxs = [torch.randint(0, 60000, (models * batch,), generator=gen) for _ in range(4)]
+    a, b = torch.randn(2048, 2048, generator=gen), torch.randn(2048, 2048, generator=gen)
+
+    def best_cpu(fn, reps: int) -> float:
+        best = math.inf
+        for _ in range(reps):
+            t = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - t)
+        return best
+
+    with torch_threads(1):
+        groups = {pr: StackedMLP(sizes, list(range(models)), torch.device("cpu"), init="glorot-normal", precision=pr)
+                  for pr in ("fp32", "bf16")}
+        inputs = {"fp32": x, "bf16": x.to(torch.bfloat16)}
+        operands = {"fp32": (a, b), "bf16": (a.to(torch.bfloat16), b.to(torch.bfloat16))}
+
+        def steps(pr):
+            for idx in idxs:
+                groups[pr].train_step(inputs[pr].index_select(0, idx).view(models, batch, 784),
+                                      y.index_select(0, idx).view(models, batch), 0.1, 0.9, 0.0)
+
+        rate: dict[str, float] = {}
+        for _ in range(rounds):
+            for pr in ("fp32", "bf16"):
+                got = {f"matmul {pr}": 2 * 2048**3 / best_cpu(lambda pr=pr: operands[pr][0] @ operands[pr][1], 3),
+                       f"step {pr}": step_flops * len(idxs) / best_cpu(lambda pr=pr: steps(pr), 2),
+                       f"eval {pr}": 2 * p * models * 4096 / best_cpu(lambda pr=pr: groups[pr].logits(x[:4096]), 2)}
+                for k, v in got.items():
+                    rate[k] = max(rate.get(k, 0.0), v / 1e9)
+    print(f"\nper core (one thread, {models} mnist-mlp models, batch {batch}, best of {rounds}, GFLOP per CPU-second):")
+    for pr in ("fp32", "bf16"):
+        m = rate[f"matmul {pr}"]
+        print(f"  {pr}: matmul {m:.1f}, training step {rate[f'step {pr}']:.1f} ({rate[f'step {pr}'] / m:.0%}), "
+              f"evaluation {rate[f'eval {pr}']:.1f} ({rate[f'eval {pr}'] / m:.0%})")
+    print(f"  bf16 / fp32 training step: {rate['step bf16'] / rate['step fp32']:.2f}x")
 
 
 def one_ratio(mnist_dir: Path | None, ratio: float, runs: int, precision: str) -> None:
@@ -158,7 +213,7 @@ def one_ratio(mnist_dir: Path | None, ratio: float, runs: int, precision: str) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--only", choices=("digits", "mnist", "protocol", "ratio"), action="append",
+    ap.add_argument("--only", choices=("step", "digits", "mnist", "protocol", "ratio"), action="append",
                     help="run only these parts (repeatable; default: all)")
     ap.add_argument("--mnist-epochs", type=int, default=1, help="epochs per mnist-mlp model here (default 1; the recipe has 10)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each comparison, best kept (default 2)")
@@ -180,6 +235,8 @@ def main() -> None:
     print(f"matmul {n}^3: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s (all threads); "
           f"one thread: fp32 {rates['fp32_1']:.0f}, bf16 {rates['bf16_1']:.0f}")
 
+    if "step" in parts:
+        per_core(models=12 if not args.quick else 4, rounds=5 if not args.quick else 1)
     rows = []
     if "digits" in parts:
         rows.append(compare(load_digits(), "digits-mlp", 0.5, 2 if args.quick else 10, 20 if args.quick else 100,
@@ -198,15 +255,16 @@ def main() -> None:
               f"{'GFLOP/s':>8} {'of fp32 matmul':>14} {'per CPU-s':>9} {'of 1-thread':>11}")
         for r in rows:
             plain_wall = r["plain"][0]
-            for variant in ("plain", "fp32", "bf16"):
+            for variant in ("plain", "plain-1t", "fp32", "bf16"):
                 wall, cpu = r[variant]
                 gflops, per_cpu = r["flops"] / wall / 1e9, r["flops"] / cpu / 1e9
                 one = rates["bf16_1" if variant == "bf16" else "fp32_1"]
                 print(f"{r['preset']:<11} {r['epochs']:>6} {variant:<8} {1 / wall:>9.2f} {cpu:>11.3f} {plain_wall / wall:>8.1f}x "
                       f"{gflops:>8.0f} {gflops / rates['fp32']:>14.0%} {per_cpu:>9.0f} {per_cpu / one:>11.0%}")
             print(f"{'':<11} bf16 / fp32 stacked: {r['fp32'][0] / r['bf16'][0]:.2f}x wall, "
-                  f"{r['fp32'][1] / r['bf16'][1]:.2f}x CPU time")
-        print("(ratio 0.5; plain: train_one_at_a_time, all threads; fp32/bf16: estimate() with the local backend, one "
+                  f"{r['fp32'][1] / r['bf16'][1]:.2f}x CPU time; per CPU-second against the one-thread plain loop: "
+                  f"fp32 {r['plain-1t'][1] / r['fp32'][1]:.1f}x, bf16 {r['plain-1t'][1] / r['bf16'][1]:.1f}x")
+        print("(ratio 0.5; plain: train_one_at_a_time, all threads (plain-1t: one thread); fp32/bf16: estimate() with the local backend, one "
               "single-threaded shard per core; every model is trained and then evaluated on all N in every column; "
               "'of 1-thread' compares GFLOP per CPU-second with the one-thread matmul rate of the same precision)")
 
