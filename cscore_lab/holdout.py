@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ._background import stop_jobs
 from .cscores import CountAccumulator, CScores
 from .data import Dataset
 from .recipes import Plan, Recipe, get_preset
@@ -383,14 +384,7 @@ def stop_background(timeout: float = 30.0) -> list[Estimation]:
     training the shards still queued or killing a thread inside torch (which aborts the process).
     Nothing is displayed any more at exit, so listeners (monitors, bars) are dropped first.
     """
-    running = [e for e in list(_BACKGROUND) if e.thread is not None and e.thread.is_alive()]
-    for est in running:
-        est._listeners.clear()
-        est.stop(wait=False)
-    end = time.monotonic() + timeout
-    for est in running:
-        est.thread.join(max(0.0, end - time.monotonic()))
-    return running
+    return stop_jobs(_BACKGROUND, timeout)
 
 
 atexit.register(stop_background)

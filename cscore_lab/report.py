@@ -102,6 +102,12 @@ def _thumb(dataset: Dataset | None, i: int, masks: Mapping[str, np.ndarray], alt
     return f"<div style='border:2px solid {color};display:inline-block'>{_img(image_png(dataset.images[i], size=size), alt)}</div>"
 
 
+def _grid(cells: list[str], kind: str, per_row: int = 12) -> str:
+    """``cells`` (``<td>`` elements) as a table of ``per_row`` columns, of class ``examples <kind>``."""
+    rows = "".join("<tr>" + "".join(cells[k:k + per_row]) + "</tr>" for k in range(0, len(cells), per_row))
+    return f"<table class='examples {kind}'>{rows}</table>"
+
+
 def _memorization_html(mem: Any, cs: CScores, dataset: Dataset | None, masks: Mapping[str, np.ndarray],
                        count: int) -> str:
     from .viz import plots
@@ -131,10 +137,9 @@ def _memorization_html(mem: Any, cs: CScores, dataset: Dataset | None, masks: Ma
         err = f"±{mem.stderr[i]:.2f}" if np.isfinite(mem.stderr[i]) else ""
         cells.append(f"<td title='{html.escape(tip)}'>{_thumb(dataset, i, masks, f'example {i}')}<div class='cap'>"
                      f"#{i} · {label}<br>m {mem.memorization[i]:.2f}{err}<br>C {cs.scores[i]:.2f}</div></td>")
-    rows = "".join("<tr>" + "".join(cells[k:k + 12]) + "</tr>" for k in range(0, len(cells), 12))
     parts.append(f"<h3>The {count} most memorized examples</h3><p>Captions: example index · label; memorization "
                  f"(m) ± its standard error; C-score (C). Hover for the in-subset and held-out accuracies.</p>"
-                 f"<table class='examples memorized'>{rows}</table>")
+                 + _grid(cells, "memorized"))
     return "\n".join(parts)
 
 
@@ -183,10 +188,9 @@ def _influence_html(infl: Any, mem: Any, dataset: Dataset | None, eval_dataset: 
                      f"<div class='cap'>#{i} · {name(int(r.train_label))}{memo}</div><div class='arrow'>↓ "
                      f"{r.influence:+.2f}±{r.stderr:.2f}</div>{_thumb(targets, j, {} if on_eval else masks, f'target {j}')}"
                      f"<div class='cap'{other}>#{j} · {name(int(r.eval_label))}</div></td>")
-    rows = "".join("<tr>" + "".join(cells[k:k + 12]) + "</tr>" for k in range(0, len(cells), 12))
-    parts.append(f"<p>Each column: a training example (index · label, its memorization m), the influence ± s.e. "
-                 f"on the target below it (index · label; red when the labels differ), strongest first.</p>"
-                 f"<table class='examples pairs'>{rows}</table>")
+    parts.append("<p>Each column: a training example (index · label, its memorization m), the influence ± s.e. "
+                 "on the target below it (index · label; red when the labels differ), strongest first.</p>"
+                 + _grid(cells, "pairs"))
     return "\n".join(parts)
 
 

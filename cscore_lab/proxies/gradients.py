@@ -72,6 +72,12 @@ def _mlp_forward(group, xc):
     return acts, torch.matmul(h, group.weights[-1].transpose(1, 2)).add_(group.biases[-1])
 
 
+def _mlp_chunks(group, x, y):
+    """``(acts, logits, labels)`` of :func:`_mlp_forward` for consecutive chunks of ``EVAL_CHUNK`` examples."""
+    for xc, yc in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK)):
+        yield (*_mlp_forward(group, xc), yc)
+
+
 def _modules_logits(group, params, x):
     """Logits [M, n, C] of a StackedModules group on per-model inputs ``x`` [M, n, ...], differentiable in ``x``."""
     def call(p, b, xi):
@@ -104,12 +110,10 @@ def gradient_norms(group, x, y):
     batch size); weight decay is not part of it. BatchNorm layers (switched to batch statistics
     in stacked groups) see each example alone.
     """
-    kind = _group_kind(group)
     out = []
-    if kind == "mlp":
+    if _group_kind(group) == "mlp":
         with torch.no_grad():
-            for xc, yc in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK)):
-                acts, logits = _mlp_forward(group, xc)
+            for acts, logits, yc in _mlp_chunks(group, x, y):
                 delta = _error_vector(logits, yc)
                 sq = torch.zeros(delta.shape[:2], device=x.device)
                 for layer in reversed(range(len(group.weights))):
@@ -143,12 +147,10 @@ def input_gradients(group, x, y):
     (each example's logit depends only on its own input, so one backward of their sum gives
     every example's gradient, as long as no layer mixes examples).
     """
-    kind = _group_kind(group)
     out = []
-    if kind == "mlp":
+    if _group_kind(group) == "mlp":
         with torch.no_grad():
-            for xc, yc in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK)):
-                acts, logits = _mlp_forward(group, xc)
+            for acts, logits, yc in _mlp_chunks(group, x, y):
                 delta = torch.zeros_like(logits).scatter_(-1, _label_index(logits, yc), 1.0)
                 for layer in reversed(range(1, len(group.weights))):  # back to the first layer's output
                     delta = torch.bmm(delta, group.weights[layer]) * (acts[layer] > 0)

@@ -27,6 +27,16 @@ def _band(ax: "Axes", x, mean, se, label: str, **kw) -> None:
         ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.18, linewidth=0)
 
 
+def _accuracy_axes(ax: "Axes", xlabel: str, title: str) -> "Axes":
+    """The labels, grid and legend every accuracy figure of the experiments shares."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
 def curriculum_curves(result: "CurriculumResult", *, ax: "Axes | None" = None,
                       strategies: Sequence[str] | None = None) -> "Axes":
     """Test accuracy against training steps, one line per strategy, shaded ± one standard error."""
@@ -37,12 +47,7 @@ def curriculum_curves(result: "CurriculumResult", *, ax: "Axes | None" = None,
         if f.empty:
             raise KeyError(f"no strategy {st!r}; this result has {', '.join(result.strategies)}")
         _band(ax, f["step"], f["accuracy"], f["stderr"], st, linestyle="--" if st.startswith("random") else "-")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"Curriculum by {result.score_name} ({result.seeds} seeds, mean ± s.e.)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
+    return _accuracy_axes(ax, "training step", f"Curriculum by {result.score_name} ({result.seeds} seeds, mean ± s.e.)")
 
 
 def pruning_curves(result: "PruningResult", *, ax: "Axes | None" = None,
@@ -66,12 +71,8 @@ def pruning_curves(result: "PruningResult", *, ax: "Axes | None" = None,
         if math.isfinite(se):
             ax.axhspan(m - se, m + se, color="0.5", alpha=0.12, linewidth=0)
     budget = result.meta.get("settings", {}).get("budget", "")
-    ax.set_xlabel("fraction of the training set kept")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"Pruning curves ({result.seeds} seeds, mean ± s.e.{', budget: ' + budget if budget else ''})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
+    return _accuracy_axes(ax, "fraction of the training set kept",
+                          f"Pruning curves ({result.seeds} seeds, mean ± s.e.{', budget: ' + budget if budget else ''})")
 
 
 def collection_curves(result: "CollectionResult", *, ax: "Axes | None" = None) -> "Axes":
@@ -82,12 +83,8 @@ def collection_curves(result: "CollectionResult", *, ax: "Axes | None" = None) -
         f = frame[frame["strategy"] == st]
         _band(ax, f["added"], f["accuracy"], f["stderr"], f"{st} {result.score_name} first" if st != "random" else st,
               marker="o", markersize=3, linestyle="--" if st == "random" else "-")
-    ax.set_xlabel(f"examples added to the starting {int(result.sizes[0])}")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"Active collection ({result.seeds} seeds, mean ± s.e.)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax
+    return _accuracy_axes(ax, f"examples added to the starting {int(result.sizes[0])}",
+                          f"Active collection ({result.seeds} seeds, mean ± s.e.)")
 
 
 def region_bars(table: "RegionTable", *, ax: "Axes | None" = None, kind: str = "class") -> "Axes":
