@@ -76,6 +76,10 @@ class LocalBackend:
 
         device, _, _ = job.prepared()  # once, before any worker starts
         workers = self._workers(device.type, len(shards))
+        # longest first (a shard's training grows with ratio x models): the last shard to finish is a short
+        # one, so no core idles long at the end (9 shards of 16 on 2 cores: makespan 3.94 -> 3.65 units).
+        # Shards are pure, so the order changes no result.
+        shards = sorted(shards, key=lambda s: -s.ratio * s.size)
 
         def shard(spec: ShardSpec) -> ShardResult:
             report = None if on_progress is None else (lambda done, total, spec=spec: on_progress(spec, done / total))
