@@ -105,3 +105,21 @@ def test_a_run_folder_of_old_shards_says_it_predates_memorization(tiny_run, tmp_
     np.testing.assert_array_equal(run.cscores.scores, tiny_run[1].scores)
     with pytest.raises(ValueError, match="predates shards that record correctness on training examples"):
         run.memorization()
+
+
+def test_precision_from_each_door_is_part_of_the_identity(tmp_path, monkeypatch, run_cell, capsys):
+    """--precision bf16 trains bf16 models; fp32 and bf16 shards never share a run folder."""
+    monkeypatch.chdir(tmp_path)
+    tiny = "--ratios 0.5 --runs 2 --device cpu"
+    assert main(["estimate", *tiny.split(), "--precision", "bf16", "--out", "bf16", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "bf16: requested" in out and "precision         bf16" in out
+    ident = json.loads((tmp_path / "bf16" / "manifest.json").read_text())["identity"]
+    assert ident["recipe"]["precision"] == "bf16"
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="precision"):  # a bf16 folder refuses fp32 shards
+        run_cell(f"%cscore estimate digits {tiny} --precision fp32 --out bf16 --wait")
+    run_cell(f"%cscore estimate digits {tiny} --precision auto --out auto --wait")
+    chosen = json.loads((tmp_path / "auto" / "manifest.json").read_text())["identity"]["recipe"]["precision"]
+    assert chosen in ("fp32", "bf16")  # what this machine's hardware and the fidelity table allow
