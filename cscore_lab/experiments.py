@@ -36,6 +36,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ._background import stop_jobs
+from .options import _float_in
+
 __all__ = ["EXPERIMENTS", "Experiment", "experiment_named", "add_experiment_options", "experiment_options",
            "pick_scores", "score_names", "default_folder", "prepare_experiment", "ExperimentJob", "kept_experiments",
            "result_table", "stop_background"]
@@ -110,23 +113,11 @@ def count_or_fraction(text: str) -> int | float:
 
 
 def kept_fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
-    if not 0.0 < v <= 1.0:
-        raise argparse.ArgumentTypeError(f"kept fraction {v:g} is outside (0, 1]")
-    return v
+    return _float_in(text, "fraction", "kept fraction", "(0, 1]", lambda v: 0.0 < v <= 1.0)
 
 
 def test_fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"test fraction {v:g} is outside (0, 1)")
-    return v
+    return _float_in(text, "fraction", "test fraction", "(0, 1)", lambda v: 0.0 < v < 1.0)
 
 
 #: The choices the parsers offer, spelled out so that building a parser imports no torch (``cscore-lab --help``
@@ -558,15 +549,9 @@ class ExperimentJob:
 
 def stop_background(timeout: float = 30.0) -> list[ExperimentJob]:
     """Stop every experiment running in a background thread at its next step (registered with atexit)."""
-    running = [j for j in list(_BACKGROUND) if j.running]
-    for job in running:
-        job._listeners.clear()
-        job._bar = None
-        job.stop(wait=False)
-    end = time.monotonic() + timeout
-    for job in running:
-        job.thread.join(max(0.0, end - time.monotonic()))
-    return running
+    for job in list(_BACKGROUND):
+        job._bar = None  # nothing is displayed at exit
+    return stop_jobs(_BACKGROUND, timeout)
 
 
 atexit.register(stop_background)

@@ -36,24 +36,23 @@ def error_message(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- argument types
 
 
-def positive_int(text: str) -> int:
+def _int_from(text: str, low: int, expected: str) -> int:
+    """Parse ``text`` as an integer of at least ``low``; messages say what was ``expected`` and what came."""
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if v < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
     return v
+
+
+def positive_int(text: str) -> int:
+    return _int_from(text, 1, "a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+    return _int_from(text, 0, "an integer >= 0")
 
 
 def seed_value(text: str) -> int:

@@ -85,6 +85,12 @@ def ip(shell, tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def session(ip):
+    """The :class:`~cscore_lab.session.CScoreSession` behind ``ip``'s fresh ``%cscore``."""
+    return ip.magics_manager.registry["CScoreMagics"].session
+
+
+@pytest.fixture
 def run_cell(ip) -> Callable[[str], Any]:
     """Run a cell in the real shell; errors are raised (UsageError included); returns the cell's value."""
 
@@ -94,6 +100,26 @@ def run_cell(ip) -> Callable[[str], Any]:
         return result.result
 
     return run
+
+
+#: 2 ratios x 16 runs of digits: every example is held out by some model (no NaN score), in about 3 s
+CLI_PLAN = ("--ratios", "0.3", "0.7", "--runs", "16", "--shard-size", "16", "--device", "cpu")
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory) -> Callable[..., Path]:
+    """``cli_run(name, *options)``: the folder of a finished ``cscore-lab estimate`` of digits (:data:`CLI_PLAN`,
+    with ``options``) and its proxies (k-NN and kernel density on the inputs), in a new folder named after ``name``."""
+    from cscore_lab.cli import main
+
+    def make(name: str, *options: str) -> Path:
+        folder = tmp_path_factory.mktemp(name) / "run"
+        assert main(["estimate", *options, *CLI_PLAN, "--out", str(folder), "--no-progress"]) == 0
+        assert main(["proxies", "--run", str(folder), "--families", "knn", "kde", "--spaces", "input", "--n-boot", "0",
+                     "--no-progress"]) == 0
+        return folder
+
+    return make
 
 
 def pytest_report_header(config) -> str:

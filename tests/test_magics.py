@@ -17,10 +17,6 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = "--ratios 0.3 0.7 --runs 4 --shard-size 4"  # the plan of the tiny_run fixture: reusing its folder trains nothing
 
 
-def session(ip) -> CScoreSession:
-    return ip.magics_manager.registry["CScoreMagics"].session
-
-
 def _wait_for(predicate, timeout=300.0):
     end = time.monotonic() + timeout
     while not predicate():
@@ -90,11 +86,11 @@ def test_usage_mistakes_are_one_line_usage_errors(ip, run_cell, capsys, line, me
 # --------------------------------------------------------------------------- %config
 
 
-def test_config_traits_set_the_session_defaults(ip, run_cell, tmp_path):
+def test_config_traits_set_the_session_defaults(session, run_cell, tmp_path):
     run_cell("%config CScoreMagics.device = 'cpu'")
     run_cell("%config CScoreMagics.runs = 3")
     run_cell(f"%config CScoreMagics.run_root = '{tmp_path / 'elsewhere'}'")
-    s = session(ip)
+    s = session
     assert (s.device, s.runs, s.run_root) == ("cpu", 3, tmp_path / "elsewhere")
     rec = s.prepare("digits", ratios=(0.5,), monitor=False)
     assert rec.estimation.plan.runs == 3 and rec.estimation.device == "cpu"
@@ -122,33 +118,33 @@ def test_datasets_lists_loadable_and_session_data(run_cell):
     assert "180 labels flipped" in table.loc["digits-noise0.1", "description"]
 
 
-def test_noise_makes_a_named_noisy_copy_and_remembers_its_mask(ip, run_cell, digits, capsys):
+def test_noise_makes_a_named_noisy_copy_and_remembers_its_mask(ip, session, run_cell, digits, capsys):
     assert run_cell("%cscore noise digits 0.05 --seed 1 -o noisy") is None
     assert "90 of 1797 labels flipped" in capsys.readouterr().out
     noisy = ip.user_ns["noisy"]
-    rec = session(ip).analyses["digits-noise0.05"]
+    rec = session.analyses["digits-noise0.05"]
     assert rec.dataset is noisy and rec.noise_mask.sum() == 90
     np.testing.assert_array_equal(noisy.labels != digits.labels, rec.noise_mask)
     np.testing.assert_array_equal(rec.original_labels, digits.labels)
 
 
-def test_dataset_option_is_the_same_as_the_positional_name(ip, run_cell, tiny_run):
+def test_dataset_option_is_the_same_as_the_positional_name(session, run_cell, tiny_run):
     run_cell(f"%cscore estimate --dataset digits {TINY} --out {tiny_run[0]} --wait")
-    assert session(ip).current == "digits"
+    assert session.current == "digits"
 
 
-def test_a_variable_holding_a_dataset_can_be_named(ip, run_cell, digits):
+def test_a_variable_holding_a_dataset_can_be_named(ip, session, run_cell, digits):
     ip.user_ns["small"] = digits.subset(np.arange(300), name="digits-300")
-    rec = session(ip).prepare("small", ratios=(0.5,), runs=1, monitor=False)
+    rec = session.prepare("small", ratios=(0.5,), runs=1, monitor=False)
     assert rec.dataset is ip.user_ns["small"]
     assert rec.run_folder.name == "digits-300-digits-mlp-seed0"
-    assert [line.split(":")[0] for line in session(ip).status()] == ["digits-300"]
+    assert [line.split(":")[0] for line in session.status()] == ["digits-300"]
 
 
 # --------------------------------------------------------------------------- estimation
 
 
-def test_estimate_runs_in_the_background_and_wait_returns_the_scores(ip, run_cell, capsys, tmp_path):
+def test_estimate_runs_in_the_background_and_wait_returns_the_scores(ip, session, run_cell, capsys, tmp_path):
     t0 = time.perf_counter()
     assert run_cell("%cscore estimate digits --ratios 0.3 --runs 2 --shard-size 1 -o est") is None
     assert time.perf_counter() - t0 < 10  # returned at once; training goes on in its thread
@@ -163,22 +159,22 @@ def test_estimate_runs_in_the_background_and_wait_returns_the_scores(ip, run_cel
     assert est.progress.state == "finished" and cs.runs == 2
     folder = tmp_path / "cscore-runs" / "digits-digits-mlp-seed0"
     assert (folder / "cscores.npz").is_file()
-    monitor = session(ip).analyses["digits"].monitor
+    monitor = session.analyses["digits"].monitor
     assert monitor.bar.value == 2 and monitor.redraws >= 1
 
 
-def test_wait_runs_in_the_foreground_and_returns_cscores(ip, run_cell, tiny_run):
+def test_wait_runs_in_the_foreground_and_returns_cscores(session, run_cell, tiny_run):
     folder, expected = tiny_run
     cs = run_cell(f"%cscore estimate digits {TINY} --out {folder} --wait")
     assert isinstance(cs, CScores)
     np.testing.assert_array_equal(cs.scores, expected.scores)  # resumed: every shard was already there
-    assert session(ip).analyses["digits"].estimation.progress.resumed_runs == 8
+    assert session.analyses["digits"].estimation.progress.resumed_runs == 8
 
 
-def test_stop_keeps_finished_shards_and_the_same_estimate_resumes(ip, run_cell, capsys, tmp_path):
+def test_stop_keeps_finished_shards_and_the_same_estimate_resumes(session, run_cell, capsys, tmp_path):
     line = "%cscore estimate digits --ratios 0.3 0.6 --runs 2 --shard-size 1 --out run"
     run_cell(line)
-    est = session(ip).analyses["digits"].estimation
+    est = session.analyses["digits"].estimation
     _wait_for(lambda: est.progress.done_runs >= 1)
     run_cell("%cscore stop")
     assert "stopped digits" in capsys.readouterr().out
@@ -189,7 +185,7 @@ def test_stop_keeps_finished_shards_and_the_same_estimate_resumes(ip, run_cell, 
     assert "stopped" in capsys.readouterr().out
     run_cell(line)
     cs = run_cell("%cscore wait")
-    again = session(ip).analyses["digits"].estimation
+    again = session.analyses["digits"].estimation
     assert again is not est and again.progress.resumed_runs == kept
     assert again.progress.state == "finished" and cs.meta["runs_done"] == 4
     assert np.isfinite(cs.scores).mean() > 0.9  # with 2 runs a ratio, a few examples are never held out
@@ -197,7 +193,7 @@ def test_stop_keeps_finished_shards_and_the_same_estimate_resumes(ip, run_cell, 
     assert "nothing is running" in capsys.readouterr().out
 
 
-def test_one_run_per_folder(ip, run_cell, tmp_path):
+def test_one_run_per_folder(session, run_cell, tmp_path):
     from cscore_lab.store import RunStore
 
     run_cell("%cscore estimate digits --ratios 0.5 --runs 4 --shard-size 1 --out busy")
@@ -208,12 +204,12 @@ def test_one_run_per_folder(ip, run_cell, tmp_path):
     with RunStore(tmp_path / "busy").lock():
         with pytest.raises(UsageError, match="is in use by another estimation"):
             run_cell("%cscore estimate digits --ratios 0.5 --runs 4 --shard-size 1 --out busy")
-    assert not session(ip).analyses["digits"].running
+    assert not session.analyses["digits"].running
 
 
-def test_estimate_of_a_noisy_copy_stores_its_mask_and_labels(ip, run_cell, tmp_path):
+def test_estimate_of_a_noisy_copy_stores_its_mask_and_labels(session, run_cell, tmp_path):
     run_cell("%cscore noise digits 0.1")
-    rec = session(ip).prepare("digits-noise0.1", ratios=(0.5,), runs=1, out=tmp_path / "noisy", monitor=False)
+    rec = session.prepare("digits-noise0.1", ratios=(0.5,), runs=1, out=tmp_path / "noisy", monitor=False)
     rec.estimation.run()
     from cscore_lab.store import RunStore
 
@@ -226,12 +222,12 @@ def test_estimate_of_a_noisy_copy_stores_its_mask_and_labels(ip, run_cell, tmp_p
 # --------------------------------------------------------------------------- loading and views
 
 
-def test_load_opens_a_run_folder_with_its_data(ip, run_cell, tiny_run):
+def test_load_opens_a_run_folder_with_its_data(ip, session, run_cell, tiny_run):
     folder, expected = tiny_run
     cs = run_cell(f"%cscore load {folder} -o loaded")
     assert ip.user_ns["loaded"] is cs
     np.testing.assert_array_equal(cs.scores, expected.scores)
-    assert session(ip).current == "digits"
+    assert session.current == "digits"
 
 
 def test_show_and_gallery_build_the_widgets(ip, run_cell, tiny_run):
@@ -263,13 +259,13 @@ def test_proxies_compare_and_detect_on_a_noisy_copy(ip, run_cell, tmp_path):
     assert dash.gallery.noise_mask is not None
 
 
-def test_load_published_mnist(ip, run_cell):
+def test_load_published_mnist(session, run_cell):
     scores = SHARED_DATA / "published" / "mnist-cscores.npy"
     if not scores.is_file():
         pytest.skip(f"published scores not found at {scores}; this check needs ../shared/data (see its README.md)")
     cs = run_cell(f"%cscore load-published mnist {scores} --data {SHARED_DATA / 'mnist'} -o pub")
     assert cs.source == "published" and len(cs) == 60_000
-    assert session(ip).current == "mnist-published"
+    assert session.current == "mnist-published"
     with pytest.raises(UsageError, match="the following arguments are required: --data"):
         run_cell(f"%cscore load-published mnist {scores}")
 

@@ -14,23 +14,11 @@ from cscore_lab.cli import main
 from cscore_lab.detection import detect_injected, detect_masks
 from cscore_lab.store import RunStore
 
-# 2 ratios x 16 runs: every example is held out by some model (no NaN score), in about 3 s
-PLAN = "--ratios 0.3 0.7 --runs 16 --shard-size 16 --device cpu"
-
-
-def session(ip):
-    return ip.magics_manager.registry["CScoreMagics"].session
-
 
 @pytest.fixture(scope="module")
-def both_run(tmp_path_factory):
+def both_run(cli_run):
     """A CLI run on digits with 10% flipped labels and 5% rotated inputs, and its proxies (knn, kde on inputs)."""
-    folder = tmp_path_factory.mktemp("ood") / "run"
-    assert main(["estimate", "--label-noise", "0.1", "--ood", "0.05", "--ood-kind", "rotated", *PLAN.split(),
-                 "--out", str(folder), "--no-progress"]) == 0
-    assert main(["proxies", "--run", str(folder), "--families", "knn", "kde", "--spaces", "input",
-                 "--n-boot", "0", "--no-progress"]) == 0
-    return folder
+    return cli_run("ood", "--label-noise", "0.1", "--ood", "0.05", "--ood-kind", "rotated")
 
 
 # --------------------------------------------------------------------------- the library piece
@@ -68,19 +56,19 @@ def test_detect_masks_rows_against_a_hand_computed_case():
 # --------------------------------------------------------------------------- the magics
 
 
-def test_ood_makes_a_named_copy_and_remembers_its_mask(ip, run_cell, digits, capsys):
+def test_ood_makes_a_named_copy_and_remembers_its_mask(ip, session, run_cell, digits, capsys):
     out = run_cell("%cscore ood digits 0.05 --kind inverted --seed 2 -o bad")
     assert out is None  # bound with -o, not displayed
     copy = ip.user_ns["bad"]
-    rec = session(ip).analyses["digits-ood-inverted0.05"]
-    assert rec.dataset is copy and session(ip).current == copy.name
+    rec = session.analyses["digits-ood-inverted0.05"]
+    assert rec.dataset is copy and session.current == copy.name
     assert rec.ood_mask.sum() == round(0.05 * len(digits)) and rec.noise_mask is None
     np.testing.assert_array_equal(copy.inputs[rec.ood_mask], 16 - digits.inputs[rec.ood_mask])
     assert rec.spec.ood_fraction == 0.05 and rec.spec.ood_kind == "inverted" and rec.spec.seed == 2
     printed = capsys.readouterr().out
     assert "90 of 1797 examples replaced by inverted inputs" in printed and "%cscore detect --kind ood" in printed
     run_cell("%cscore ood digits 0.1 --kind gaussian --name noisy-inputs")
-    assert session(ip).current == "noisy-inputs" and session(ip).analyses["noisy-inputs"].ood_mask.sum() == 180
+    assert session.current == "noisy-inputs" and session.analyses["noisy-inputs"].ood_mask.sum() == 180
 
 
 @pytest.mark.parametrize("line, message", [
@@ -117,13 +105,13 @@ def test_magic_and_cli_make_the_same_ood_run_folder(tmp_path, monkeypatch, run_c
         np.testing.assert_array_equal(sa.correct, sb.correct)
 
 
-def test_detect_kind_ood_has_the_cscore_memorization_and_every_proxy(ip, run_cell, both_run):
+def test_detect_kind_ood_has_the_cscore_memorization_and_every_proxy(ip, session, run_cell, both_run):
     from cscore_lab.memorization import Memorization
     from cscore_lab.proxies.suite import ProxyTable
     from cscore_lab.runs import open_run
 
     run_cell(f"%cscore load {both_run}")
-    rec = session(ip).analysis()
+    rec = session.analysis()
     assert set(rec.masks) == {"flipped", "ood"}
     table = run_cell("%cscore detect --kind ood -o det")
     assert ip.user_ns["det"] is table and table.what == "out-of-distribution examples"
@@ -140,12 +128,12 @@ def test_detect_kind_ood_has_the_cscore_memorization_and_every_proxy(ip, run_cel
     assert flipped.what == "flipped labels" and int(flipped.meta["k"]) == int(run.masks["flipped"].sum())
 
 
-def test_published_scores_are_detected_without_memorization(ip, run_cell, both_run):
+def test_published_scores_are_detected_without_memorization(session, run_cell, both_run):
     """A record whose scores have no models behind them (as published scores) gets its table without memorization."""
     from cscore_lab.runs import open_run
 
     run = open_run(both_run)
-    s = session(ip)
+    s = session
     s.load(both_run)
     rec = s.analysis()
     rec.run_folder, rec.cscores = None, run.cscores  # as for published scores: no models behind them

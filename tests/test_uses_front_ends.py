@@ -14,23 +14,14 @@ from IPython.core.error import UsageError
 from cscore_lab import experiments as E
 from cscore_lab.cli import main
 
-PLAN = "--ratios 0.3 0.7 --runs 16 --shard-size 16 --device cpu"  # no example left without a score
 SMALL_PRUNE = "--fractions 0.3 0.7 --keep most_regular random --seeds 2"
 SMALL_CURRICULUM = "--strategies curriculum random --seeds 2 --steps 120"
 
 
-def session(ip):
-    return ip.magics_manager.registry["CScoreMagics"].session
-
-
 @pytest.fixture(scope="module")
-def clean_run(tmp_path_factory):
+def clean_run(cli_run):
     """A finished CLI run on digits with its proxies (k-NN and kernel density on the inputs)."""
-    folder = tmp_path_factory.mktemp("uses") / "run"
-    assert main(["estimate", *PLAN.split(), "--out", str(folder), "--no-progress"]) == 0
-    assert main(["proxies", "--run", str(folder), "--families", "knn", "kde", "--spaces", "input", "--n-boot", "0",
-                 "--no-progress"]) == 0
-    return folder
+    return cli_run("uses")
 
 
 @pytest.fixture
@@ -147,7 +138,7 @@ def test_prepare_refuses_what_the_function_does_not_take(digits):
 # --------------------------------------------------------------------------- the magics
 
 
-def test_prune_wait_prints_the_table_shows_the_figure_and_the_same_line_resumes(ip, run_cell, capsys, run_copy):
+def test_prune_wait_prints_the_table_shows_the_figure_and_the_same_line_resumes(ip, session, run_cell, capsys, run_copy):
     from cscore_lab.uses import PruningResult
 
     run_cell(f"%cscore load {run_copy}")
@@ -166,10 +157,11 @@ def test_prune_wait_prints_the_table_shows_the_figure_and_the_same_line_resumes(
     again = ip.user_ns["pr"]
     assert again.meta["groups_trained"] == 0 and again.meta["groups_resumed"] == 3
     np.testing.assert_array_equal(again.correct, res.correct)
-    assert list(session(ip).analysis().experiments) == [kept[0].name]
+    assert list(session.analysis().experiments) == [kept[0].name]
 
 
-def test_curriculum_in_the_background_then_its_table_and_figure_below_the_cell(ip, run_cell, run_copy, monkeypatch):
+def test_curriculum_in_the_background_then_its_table_and_figure_below_the_cell(ip, session, run_cell, run_copy,
+                                                                             monkeypatch):
     import ipywidgets as W
 
     from cscore_lab import magics
@@ -195,7 +187,7 @@ def test_curriculum_in_the_background_then_its_table_and_figure_below_the_cell(i
     kinds = [next(iter(o["data"].keys() - {"text/plain"})) for o in area.outputs if "data" in o]
     assert kinds == ["text/html", "image/png"]  # the table, then the figure
     assert "diff_vs_random" in area.outputs[1]["data"]["text/html"]
-    lines = session(ip).status()
+    lines = session.status()
     assert any("curriculum on neg_memorization: finished" in s for s in lines)
     dash = run_cell("%cscore show")
     assert dash.titles[-1] == "Uses" and dash.uses.select.value == job.name
@@ -244,12 +236,12 @@ def test_stop_stops_an_experiment_and_the_same_line_resumes_to_the_uninterrupted
     ("%cscore curriculum --seeds 2 --steps 50 --weight-ratio 0.5", "weight_ratio must be a number >= 1"),
     ("%cscore curriculum --out ''", "--out needs a folder"),
 ])
-def test_experiment_mistakes_are_one_line_usage_errors(ip, run_cell, clean_run, line, message):
+def test_experiment_mistakes_are_one_line_usage_errors(session, run_cell, clean_run, line, message):
     run_cell(f"%cscore load {clean_run}")
     with pytest.raises(UsageError) as err:
         run_cell(line)
     assert message in str(err.value) and "\n" not in str(err.value)
-    assert not session(ip).analysis().jobs and not (clean_run / "uses").exists()  # nothing ran, nothing was kept
+    assert not session.analysis().jobs and not (clean_run / "uses").exists()  # nothing ran, nothing was kept
 
 
 def test_experiments_need_scores_first(ip, run_cell):
