@@ -49,6 +49,17 @@ def _write_settings(folder: Path) -> None:
         path.write_text(json.dumps(value))
 
 
+def _open_example(page, dashboard, button, caption: str):
+    """Click an example's ``button`` (title ``"#123: ..."``) and wait until the gallery's detail shows that
+    example, its text starting ``#123`` + ``caption``; returns the detail."""
+    index = button.get_attribute("title").split(":")[0]
+    button.click()
+    detail = dashboard.locator(".cscore-gallery-detail")
+    page.wait_for_function("([el, i, c]) => el.textContent.startsWith(i + c)",
+                           arg=[detail.element_handle(), index, caption], timeout=15_000)
+    return detail
+
+
 @pytest.fixture
 def lab(tmp_path):
     """A JupyterLab server on loopback serving a copy of 01-quickstart.ipynb; yields (url, token, root)."""
@@ -157,12 +168,7 @@ def test_quickstart_dashboard_in_jupyterlab(lab):
             dashboard.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.screenshot(path=str(OUTPUT / "jupyterlab-quickstart-memorization.png"))
             # a click on the most memorized opens it in the gallery, with its memorization
-            first = memorized.locator("button").first
-            chosen = first.get_attribute("title").split(":")[0]  # "#123: label 3, memorization ..."
-            first.click()
-            detail = dashboard.locator(".cscore-gallery-detail")
-            page.wait_for_function("([el, i]) => el.textContent.startsWith(i + ' label')",
-                                   arg=[detail.element_handle(), chosen], timeout=15_000)
+            detail = _open_example(page, dashboard, memorized.locator("button").first, " label")
             assert "memorization" in detail.text_content()
             assert dashboard.locator(".lm-TabBar-tab.lm-mod-current").text_content().strip() == "Gallery"
 
@@ -187,12 +193,7 @@ def test_quickstart_dashboard_in_jupyterlab(lab):
                                  grid.locator("img").element_handles())
 
             # choosing an image shows its details: per-ratio scores and neighbours
-            caption = grid.locator("button").nth(1)
-            index = caption.get_attribute("title").split(":")[0]  # "#123: label 3, C-score ..."
-            caption.click()
-            detail = dashboard.locator(".cscore-gallery-detail")
-            page.wait_for_function("([el, i]) => el.textContent.startsWith(i + ' label 3,')",
-                                   arg=[detail.element_handle(), index], timeout=15_000)
+            detail = _open_example(page, dashboard, grid.locator("button").nth(1), " label 3,")
             assert "nearest neighbours share its label" in detail.text_content()
             assert detail.locator("img").count() == 8  # the example, its per-ratio profile, 6 neighbours
             assert page.get_by_text("Error displaying widget").count() == 0
