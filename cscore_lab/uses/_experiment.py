@@ -232,7 +232,11 @@ def set_up(dataset: Dataset, scores: Any, *, recipe: Recipe | str, seeds: Any, s
         group_size = check_positive_int("group_size", group_size)
     checks = {"labels": dataset.labels, "fingerprint": dataset.fingerprint}
     n = len(dataset)
-    cols = dict([single_score(scores, n, what=single, **checks)]) if single else score_columns(scores, n, **checks)
+    if single:
+        name, values = single_score(scores, n, what=single, **checks)
+        cols = {name: values}
+    else:
+        cols = score_columns(scores, n, **checks)
     data = prepare_data(dataset, test=test, test_fraction=test_fraction, seed=seed, recipe=recipe, device=device)
     return Setup(recipe, data, seeds, seed, group_size, {name: v[data.train_index] for name, v in cols.items()})
 
