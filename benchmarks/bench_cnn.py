@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import time
 
 import numpy as np
@@ -30,35 +29,13 @@ from cscore_lab.models import SmallCNN, StackedModules
 from cscore_lab.recipes import get_preset
 from cscore_lab.trainer import fast_bf16
 
-
-def cnn_flops_per_example(channels=(32, 64, 128), size: int = 32, in_channels: int = 3, classes: int = 10) -> tuple[int, int]:
-    """(forward, training) flops per example of SmallCNN: training = forward + weight gradients + input
-    gradients (none for the first layer's input)."""
-    fwd, first = 0, None
-    c_in, hw = in_channels, size
-    for c in channels:
-        layer = 2 * c_in * 9 * c * hw * hw
-        first = layer if first is None else first
-        fwd += layer
-        c_in, hw = c, hw // 2
-    fwd += 2 * c_in * classes
-    return fwd, 3 * fwd - first
+from _common import cnn_flops_per_example, cpu_seconds, matmul_rate  # noqa: E402  (benchmarks/ is on sys.path)
 
 
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
-def matmul_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+
+
 
 
 def stacked_steps(x, y, m: int, steps: int, precision: str, strategy: str, recipe) -> tuple[float, float, float]:
@@ -136,7 +113,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, fast bf16: {fast} ({why}); load average {os.getloadavg()[0]:.2f}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
+    rates = {"fp32": matmul_rate(dtype=torch.float32), "bf16": matmul_rate(dtype=torch.bfloat16)}
     print(f"one-thread matmul 2048^3: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s")
     fwd, train = cnn_flops_per_example(recipe.hidden)
     n_train, n_eval = 25_000, 50_000

@@ -35,6 +35,8 @@ from cscore_lab.data import Dataset, from_arrays, load_mnist  # noqa: E402
 from cscore_lab.holdout import estimate  # noqa: E402
 from cscore_lab.recipes import PAPER_RATIOS, Plan, get_preset  # noqa: E402
 
+from _common import cnn_flops_per_example  # noqa: E402  (benchmarks/ is on sys.path)
+
 VARIANTS = ("fp32", "tf32", "bf16")
 
 #: Dense (no sparsity) datasheet peaks in TFLOP/s: fp32 (CUDA cores), tf32 and bf16 (tensor cores).
@@ -102,14 +104,8 @@ def mlp_model_flops(sizes: Sequence[int], train_examples: int, epochs: int, eval
 def cnn_model_flops(channels: Sequence[int], train_examples: int, epochs: int, eval_examples: int,
                     size: int = 32, in_channels: int = 3, classes: int = 10) -> float:
     """The same for SmallCNN (3x3 convolutions at halving resolutions, then the linear head)."""
-    fwd, first, c_in, hw = 0, None, in_channels, size
-    for c in channels:
-        layer = 2 * c_in * 9 * c * hw * hw
-        first = layer if first is None else first
-        fwd += layer
-        c_in, hw = c, hw // 2
-    fwd += 2 * c_in * classes
-    return (3 * fwd - first) * train_examples * epochs + fwd * eval_examples
+    fwd, train = cnn_flops_per_example(channels, size, in_channels, classes)
+    return train * train_examples * epochs + fwd * eval_examples
 
 
 def timed_estimate(ds: Dataset, recipe, plan: Plan, device: torch.device) -> float:

@@ -29,7 +29,6 @@ import argparse
 import math
 import os
 import platform
-import resource
 import time
 from pathlib import Path
 
@@ -40,6 +39,8 @@ from cscore_lab.data import from_arrays, load_digits, load_mnist
 from cscore_lab.holdout import estimate
 from cscore_lab.recipes import Plan, get_preset
 from cscore_lab.shards import draw_subset
+
+from _common import cpu_seconds, matmul_rate  # noqa: E402  (benchmarks/ is on sys.path)
 from cscore_lab.trainer import (
     fast_bf16,
     model_seeds,
@@ -49,31 +50,12 @@ from cscore_lab.trainer import (
 )
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process (all threads), user + system."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def matmul_rate(n: int, dtype: torch.dtype, threads: int, repeats: int = 5) -> float:
-    """Best GFLOP/s of an n x n x n torch matrix product with ``threads`` intra-op threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        a @ b
-        best = math.inf
-        for _ in range(repeats):
-            t = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t)
-    finally:
-        torch.set_num_threads(before)
-    return 2 * n**3 / best / 1e9
 
 
 def mlp_flops_per_example(sizes: list[int]) -> int:
