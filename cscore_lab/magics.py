@@ -26,7 +26,7 @@ from .detection import INJECTED
 from .experiments import EXPERIMENTS, add_experiment_options, experiment_options
 from .ood import OOD_KINDS
 from .options import (add_dataset_options, add_estimate_options, add_proxy_options, error_message, fraction,
-                      nonnegative_int, positive_int, seed_value)
+                      nonnegative_int, positive_int, seconds, seed_value)
 from .session import PUBLISHED_NAMES, CScoreSession
 from .store import StoreBusyError
 
@@ -88,9 +88,9 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
     p.add_argument("--wait", action="store_true", help="run in the foreground and return the C-scores")
     _output_arg(p, "the Estimation (background) or the CScores (--wait)")
 
-    p = sub("wait", "wait for a background estimate to end and return its C-scores")
+    p = sub("wait", "wait for a background estimate (and experiments) to end and return the C-scores")
     _dataset_arg(p, data=False)
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this long")
+    p.add_argument("--timeout", type=seconds, metavar="SECONDS", help="give up waiting after this long")
     _output_arg(p, "the CScores")
 
     p = sub("status", "show the progress of this session's estimations and experiments")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = [
-    "positive_int", "ratio", "fraction", "seed_value", "device_name", "nonnegative_int",
+    "positive_int", "ratio", "fraction", "seed_value", "device_name", "nonnegative_int", "seconds",
     "add_dataset_options", "add_estimate_options", "add_proxy_options",
     "EstimateOptions", "resolve_estimation", "data_spec_from", "error_message", "proxy_options", "PRECISIONS",
 ]
@@ -71,6 +71,10 @@ def _float_in(text: str, kind: str, name: str, interval: str, inside) -> float:
     if not math.isfinite(v) or not inside(v):
         raise argparse.ArgumentTypeError(f"{name} {v:g} is outside {interval}")
     return v
+
+
+def seconds(text: str) -> float:
+    return _float_in(text, "number of seconds", "timeout", "(0, inf)", lambda v: v > 0)
 
 
 def ratio(text: str) -> float:

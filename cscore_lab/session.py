@@ -268,15 +268,20 @@ class CScoreSession:
         return cs
 
     def wait(self, dataset: str | None = None, timeout: float | None = None) -> CScores:
-        """Wait for the run of ``dataset`` (default: current) and return its scores."""
+        """Wait for the background work of ``dataset`` (default: current): its estimate, then its running
+        experiments; return its scores. A failure raises RuntimeError naming it."""
         rec = self.analysis(dataset)
-        if rec.estimation is None:
+        jobs = [job for job in rec.jobs.values() if job.running]
+        if rec.estimation is None and not jobs:
             if rec.cscores is not None:
                 return rec.cscores
             raise ValueError(f"no estimation of {rec.dataset.name} in this session; start one with %cscore estimate")
-        rec.estimation.wait(timeout)
-        if rec.estimation.progress.state == "failed":
-            raise RuntimeError(f"the estimation of {rec.dataset.name} failed: {rec.estimation.progress.error}")
+        if rec.estimation is not None:
+            rec.estimation.wait(timeout)
+            if rec.estimation.progress.state == "failed":
+                raise RuntimeError(f"the estimation of {rec.dataset.name} failed: {rec.estimation.progress.error}")
+        for job in jobs:
+            job.wait(timeout)
         return self._scores_of(rec)
 
     def status(self) -> list[str]:

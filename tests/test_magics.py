@@ -70,6 +70,7 @@ def test_question_mark_shows_the_full_help(ip, run_cell, capsys):
     ("%cscore detect", "no noise mask for digits"),
     ("%cscore load /nonexistent/run", "no run store at /nonexistent/run"),
     ("%cscore wait", "no estimation of digits in this session"),
+    ("%cscore wait --timeout -1", "timeout -1 is outside (0, inf)"),
     ("%cscore estimate --out 'unclosed", "cannot split the line"),
     ("%cscore estimate digits --dataset mnist", "two data sets given ('digits' and --dataset 'mnist')"),
 ])

@@ -175,7 +175,8 @@ def test_curriculum_in_the_background_then_its_table_and_figure_below_the_cell(i
     assert isinstance(job, E.ExperimentJob) and job.scores.keys() == {"neg_memorization"}
     area = shown[-1]
     assert isinstance(area, W.Output)
-    result = job.wait(timeout=120)
+    run_cell("%cscore wait --timeout 120")  # waits for the record's experiments too
+    result = job.result
     assert job.state == "finished" and isinstance(result, CurriculumResult)
     assert result.score_name == "neg_memorization" and result.eval_steps[-1] == 120
     for _ in range(100):  # the listener runs at the end of the training thread
