@@ -15,8 +15,8 @@ import queue
 import threading
 from typing import Any, Callable, Protocol, Sequence
 
+from .shard_file import ShardResult
 from .shards import ShardJob, ShardSpec, compute_shard
-from .store import ShardResult
 
 __all__ = ["Backend", "LocalBackend", "get_backend", "backend_from_options", "BACKENDS", "ProgressCallback"]
 

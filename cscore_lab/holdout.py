@@ -23,8 +23,9 @@ from ._background import stop_jobs
 from .cscores import CountAccumulator, CScores
 from .data import Dataset
 from .recipes import Plan, Recipe, get_preset
+from .shard_file import ShardError, ShardResult
 from .shards import ShardJob, ShardSpec, plan_shards, select_shards
-from .store import MemoryStore, RunStore, ShardError, ShardResult
+from .store import MemoryStore, RunStore
 
 __all__ = ["Progress", "Estimation", "estimate", "default_run_folder"]
 

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from .shard_file import ShardResult
 from .shards import ShardJob, ShardSpec, compute_shard
-from .store import ShardResult
 from .trainer import check_device_name, torch_threads
 
 __all__ = ["RayBackend", "check_reachable", "RAY_EXTRA", "LOOPBACK_ENV"]

@@ -272,8 +272,8 @@ def counted_shards(store: Any, plan: Any | None = None) -> Any:
     """The shards an estimate counts (those :func:`~cscore_lab.shards.select_shards` reuses), with rows
     of runs beyond the plan left out: what memorization and influence are computed from too."""
     from .recipes import Plan
+    from .shard_file import ShardResult
     from .shards import select_shards
-    from .store import ShardResult
 
     if plan is None:
         plan = Plan.from_dict(store.read_manifest()["plan"])

@@ -18,7 +18,7 @@ import numpy as np
 
 from .data import Dataset
 from .recipes import Plan, Recipe
-from .store import ShardResult, parse_shard_key, shard_key
+from .shard_file import ShardResult, parse_shard_key, shard_key
 
 __all__ = ["ShardSpec", "ShardJob", "ShardSelection", "TrainingDiverged", "plan_shards", "shard_specs", "select_shards", "subset_size",
            "draw_subset", "compute_shard"]

@@ -83,8 +83,11 @@ def test_more_runs_reuse_the_shards_of_fewer(digits_small, tmp_path):
 def test_store_refuses_other_recipe_data_or_seed(digits_small, tmp_path):
     out = tmp_path / "run"
     estimate(digits_small, FAST, Plan(ratios=(0.5,), runs=2, shard_size=2), out=out, device="cpu")
-    with pytest.raises(StoreMismatchError, match="recipe: store has"):
+    with pytest.raises(StoreMismatchError) as refused:
         Estimation(digits_small, FAST.with_(epochs=4), Plan(ratios=(0.5,), runs=2, shard_size=2), out=out)
+    # only what differs, nested keys by their path: one line a user can act on
+    differences = [line for line in str(refused.value).splitlines() if "store has" in line]
+    assert differences == [f"  recipe.epochs: store has {FAST.epochs}, this run has 4"]
     with pytest.raises(StoreMismatchError, match="fingerprint"):
         Estimation(load_digits(), FAST, Plan(ratios=(0.5,), runs=2, shard_size=2), out=out)
     with pytest.raises(StoreMismatchError, match="seed: store has 0, this run has 5"):

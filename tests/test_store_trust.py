@@ -37,7 +37,8 @@ from cscore_lab.cscores import CScores
 from cscore_lab.holdout import Estimation
 from cscore_lab.recipes import Plan
 from cscore_lab.runs import DataSpec, open_run
-from cscore_lab.store import RunStore, StoreBusyError, _checksum
+from cscore_lab.shard_file import _checksum
+from cscore_lab.store import RunStore, StoreBusyError
 
 RATIO = "r0500000"
 FIRST, SECOND = f"{RATIO}_runs00000-00002", f"{RATIO}_runs00002-00004"
