@@ -99,20 +99,24 @@ def time_stacked(ds, recipe, ratio: float, n_models: int) -> tuple[float, float]
 
 
 def compare(ds, preset_name: str, ratio: float, n_plain: int, n_stacked: int, epochs: int | None,
-            repeats: int) -> dict:
-    """Plain loop, stacked fp32 and stacked bf16, interleaved ``repeats`` times (best of each)."""
+            repeats: int, precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict:
+    """Plain loop, stacked fp32 and (in ``precisions``) stacked bf16, interleaved ``repeats`` times (best of each)."""
     recipe = get_preset(preset_name).recipe
     if epochs:
         recipe = recipe.with_(epochs=epochs)
     bf16 = recipe.with_(precision="bf16")
     time_stacked(ds, recipe.with_(epochs=1), ratio, 2)  # warm up: allocations, the Numba kernel
-    time_stacked(ds, bf16.with_(epochs=1), ratio, 2)
+    if "bf16" in precisions:
+        time_stacked(ds, bf16.with_(epochs=1), ratio, 2)
+    variants = (("plain", lambda: time_plain(ds, recipe, ratio, n_plain)),
+                ("plain-1t", lambda: time_plain(ds, recipe, ratio, n_plain, threads=1)),
+                ("fp32", lambda: time_stacked(ds, recipe, ratio, n_stacked)),
+                ("bf16", lambda: time_stacked(ds, bf16, ratio, n_stacked)))
     best: dict[str, tuple[float, float]] = {}
     for _ in range(repeats):
-        for name, fn in (("plain", lambda: time_plain(ds, recipe, ratio, n_plain)),
-                         ("plain-1t", lambda: time_plain(ds, recipe, ratio, n_plain, threads=1)),
-                         ("fp32", lambda: time_stacked(ds, recipe, ratio, n_stacked)),
-                         ("bf16", lambda: time_stacked(ds, bf16, ratio, n_stacked))):
+        for name, fn in variants:
+            if name == "bf16" and name not in precisions:
+                continue
             wall, cpu = fn()
             if name not in best or wall < best[name][0]:
                 best[name] = (wall, cpu)
@@ -120,7 +124,7 @@ def compare(ds, preset_name: str, ratio: float, n_plain: int, n_stacked: int, ep
             "n_plain": n_plain, "n_stacked": n_stacked, **{k: v for k, v in best.items()}}
 
 
-def per_core(models: int, rounds: int) -> None:
+def per_core(models: int, rounds: int, precisions: tuple[str, ...] = ("fp32", "bf16")) -> None:
     """One thread: GFLOP per CPU-second of a mnist-mlp training step and evaluation, fp32 and bf16, against
     the 2048^3 matmul of the same precision, interleaved ``rounds`` times (best of each)."""
     from cscore_lab.models import StackedMLP
@@ -143,7 +147,7 @@ def per_core(models: int, rounds: int) -> None:
 
     with torch_threads(1):
         groups = {pr: StackedMLP(sizes, list(range(models)), torch.device("cpu"), init="glorot-normal", precision=pr)
-                  for pr in ("fp32", "bf16")}
+                  for pr in precisions}
         inputs = {"fp32": x, "bf16": x.to(torch.bfloat16)}
         operands = {"fp32": (a, b), "bf16": (a.to(torch.bfloat16), b.to(torch.bfloat16))}
 
@@ -154,18 +158,19 @@ def per_core(models: int, rounds: int) -> None:
 
         rate: dict[str, float] = {}
         for _ in range(rounds):
-            for pr in ("fp32", "bf16"):
+            for pr in precisions:
                 got = {f"matmul {pr}": 2 * 2048**3 / best_cpu(lambda pr=pr: operands[pr][0] @ operands[pr][1], 3),
                        f"step {pr}": step_flops * len(idxs) / best_cpu(lambda pr=pr: steps(pr), 2),
                        f"eval {pr}": 2 * p * models * 4096 / best_cpu(lambda pr=pr: groups[pr].logits(x[:4096]), 2)}
                 for k, v in got.items():
                     rate[k] = max(rate.get(k, 0.0), v / 1e9)
     print(f"\nper core (one thread, {models} mnist-mlp models, batch {batch}, best of {rounds}, GFLOP per CPU-second):")
-    for pr in ("fp32", "bf16"):
+    for pr in precisions:
         m = rate[f"matmul {pr}"]
         print(f"  {pr}: matmul {m:.1f}, training step {rate[f'step {pr}']:.1f} ({rate[f'step {pr}'] / m:.0%}), "
               f"evaluation {rate[f'eval {pr}']:.1f} ({rate[f'eval {pr}'] / m:.0%})")
-    print(f"  bf16 / fp32 training step: {rate['step bf16'] / rate['step fp32']:.2f}x")
+    if "bf16" in precisions:
+        print(f"  bf16 / fp32 training step: {rate['step bf16'] / rate['step fp32']:.2f}x")
 
 
 def one_ratio(mnist_dir: Path | None, ratio: float, runs: int, precision: str) -> None:
@@ -202,6 +207,8 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=0.5, help="--only ratio: the subset ratio (default %(default)s)")
     ap.add_argument("--runs", type=int, default=200, help="--only ratio: models (default %(default)s)")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="--only ratio: precision (default %(default)s)")
+    ap.add_argument("--slow-bf16", action="store_true",
+                    help="time bf16 even on a CPU without fast bf16 (emulated there: several times slower than fp32)")
     ap.add_argument("--mnist", type=Path, default=None, help="--only ratio: MNIST IDX folder (default: MNIST-shaped random data)")
     args = ap.parse_args()
     parts = set(args.only or ("digits", "mnist", "protocol"))
@@ -210,6 +217,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
           f"fast bf16: {fast} ({why})")
     print(f"load average at start: {load_average()}")
+    precisions = ("fp32", "bf16") if fast or args.slow_bf16 else ("fp32",)
+    if "bf16" not in precisions:
+        print("bf16 rows skipped: this CPU has no fast bf16 (--slow-bf16 times them anyway)")
     n = 1024 if args.quick else 2048
     rates = {"fp32": matmul_rate(n, torch.float32, torch.get_num_threads()),
              "bf16": matmul_rate(n, torch.bfloat16, torch.get_num_threads()),
@@ -218,18 +228,18 @@ def main() -> None:
           f"one thread: fp32 {rates['fp32_1']:.0f}, bf16 {rates['bf16_1']:.0f}")
 
     if "step" in parts:
-        per_core(models=12 if not args.quick else 4, rounds=5 if not args.quick else 1)
+        per_core(models=12 if not args.quick else 4, rounds=5 if not args.quick else 1, precisions=precisions)
     rows = []
     if "digits" in parts:
         rows.append(compare(load_digits(), "digits-mlp", 0.5, 2 if args.quick else 10, 20 if args.quick else 100,
-                            None, 1 if args.quick else args.repeats))
+                            None, 1 if args.quick else args.repeats, precisions))
     if "mnist" in parts:
         rng = np.random.default_rng(0)
         n_mnist = 6000 if args.quick else 60000
         mnist_like = from_arrays(rng.integers(0, 256, (n_mnist, 784)).astype(np.uint8), np.arange(n_mnist) % 10,
                                  name="mnist-shaped")
         rows.append(compare(mnist_like, "mnist-mlp", 0.5, 1 if args.quick else 2, 4 if args.quick else 24,
-                            args.mnist_epochs, 1 if args.quick else args.repeats))
+                            args.mnist_epochs, 1 if args.quick else args.repeats, precisions))
 
     if rows:
         print()
@@ -237,15 +247,18 @@ def main() -> None:
               f"{'GFLOP/s':>8} {'of fp32 matmul':>14} {'per CPU-s':>9} {'of 1-thread':>11}")
         for r in rows:
             plain_wall = r["plain"][0]
-            for variant in ("plain", "plain-1t", "fp32", "bf16"):
+            for variant in ("plain", "plain-1t", *precisions):
                 wall, cpu = r[variant]
                 gflops, per_cpu = r["flops"] / wall / 1e9, r["flops"] / cpu / 1e9
                 one = rates["bf16_1" if variant == "bf16" else "fp32_1"]
                 print(f"{r['preset']:<11} {r['epochs']:>6} {variant:<8} {1 / wall:>9.2f} {cpu:>11.3f} {plain_wall / wall:>8.1f}x "
                       f"{gflops:>8.0f} {gflops / rates['fp32']:>14.0%} {per_cpu:>9.0f} {per_cpu / one:>11.0%}")
-            print(f"{'':<11} bf16 / fp32 stacked: {r['fp32'][0] / r['bf16'][0]:.2f}x wall, "
-                  f"{r['fp32'][1] / r['bf16'][1]:.2f}x CPU time; per CPU-second against the one-thread plain loop: "
-                  f"fp32 {r['plain-1t'][1] / r['fp32'][1]:.1f}x, bf16 {r['plain-1t'][1] / r['bf16'][1]:.1f}x")
+            against = f"per CPU-second against the one-thread plain loop: fp32 {r['plain-1t'][1] / r['fp32'][1]:.1f}x"
+            if "bf16" in r:
+                print(f"{'':<11} bf16 / fp32 stacked: {r['fp32'][0] / r['bf16'][0]:.2f}x wall, "
+                      f"{r['fp32'][1] / r['bf16'][1]:.2f}x CPU time; {against}, bf16 {r['plain-1t'][1] / r['bf16'][1]:.1f}x")
+            else:
+                print(f"{'':<11} {against}")
         print("(ratio 0.5; plain: train_one_at_a_time, all threads (plain-1t: one thread); fp32/bf16: estimate() with the local backend, one "
               "single-threaded shard per core; every model is trained and then evaluated on all N in every column; "
               "'of 1-thread' compares GFLOP per CPU-second with the one-thread matmul rate of the same precision)")
@@ -255,7 +268,7 @@ def main() -> None:
         preset = get_preset("digits-mlp")
         plan = preset.plan if not args.quick else Plan(ratios=(0.1, 0.5, 0.9), runs=20, shard_size=10)
         print()
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             t, c = time.perf_counter(), cpu_seconds()
             cs = estimate(digits, preset.recipe.with_(precision=precision), plan, device="cpu")
             dt, dc = time.perf_counter() - t, cpu_seconds() - c
