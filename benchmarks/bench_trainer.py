@@ -221,11 +221,13 @@ def main() -> None:
     if "bf16" not in precisions:
         print("bf16 rows skipped: this CPU has no fast bf16 (--slow-bf16 times them anyway)")
     n = 1024 if args.quick else 2048
-    rates = {"fp32": matmul_rate(n, torch.float32, torch.get_num_threads()),
-             "bf16": matmul_rate(n, torch.bfloat16, torch.get_num_threads()),
-             "fp32_1": matmul_rate(n, torch.float32, 1), "bf16_1": matmul_rate(n, torch.bfloat16, 1)}
-    print(f"matmul {n}^3: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s (all threads); "
-          f"one thread: fp32 {rates['fp32_1']:.0f}, bf16 {rates['bf16_1']:.0f}")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    rates = {}
+    for pr in precisions:
+        rates[pr] = matmul_rate(n, dtypes[pr], torch.get_num_threads())
+        rates[f"{pr}_1"] = matmul_rate(n, dtypes[pr], 1)
+    print(f"matmul {n}^3 (all threads; one thread): "
+          + ", ".join(f"{pr} {rates[pr]:.0f}; {rates[pr + '_1']:.0f} GFLOP/s" for pr in precisions))
 
     if "step" in parts:
         per_core(models=12 if not args.quick else 4, rounds=5 if not args.quick else 1, precisions=precisions)
