@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from .cli_uses import USES_COMMANDS
 from .options import (EstimateOptions, add_dataset_options, add_estimate_options, add_proxy_options, data_spec_from,
-                      error_message, nonnegative_int, positive_int, proxy_options, resolve_estimation, seed_value)
+                      error_message, influence_threshold, nonnegative_int, positive_int, proxy_options,
+                      resolve_estimation, seed_value)
 from .shards import TrainingDiverged
 from .store import StoreBusyError
 
@@ -290,7 +291,7 @@ def _add_influence(sub) -> None:
     p.add_argument("--run", required=True, metavar="DIR", help="the run folder")
     p.add_argument("--data", metavar="PATH", help="the data set's folder or file, if it moved since the run")
     p.add_argument("--k", type=positive_int, default=10, help="training examples kept per target (default 10)")
-    p.add_argument("--threshold", type=float, default=0.15, help="influence above which a pair is listed (default 0.15)")
+    p.add_argument("--threshold", type=influence_threshold, default=0.15, help="influence above which a pair is listed (default 0.15)")
     p.add_argument("--top", type=positive_int, default=20, metavar="N", help="list the N strongest pairs (default 20)")
     p.add_argument("--save", metavar="FILE", help="also write the table to FILE (.npz)")
     p.set_defaults(func=cmd_influence)

@@ -66,7 +66,6 @@ differ in the last bit of float64; their order then follows that bit, the same o
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -220,8 +219,10 @@ class Influence(ResultTable):
             searched: a :class:`UserWarning` says how many targets have all ``k`` kept values above
             the threshold (more pairs may exist there; recompute with a larger ``k``).
         """
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold < 1:
+            # an influence is a difference of two probabilities: no pair is above 1 or more
+            raise ValueError(f"threshold must be a number in [-1, 1) (influence is a difference of probabilities), "
+                             f"got {threshold!r}")
         df = self.to_frame()
         df = df[df["influence"] > threshold].drop(columns="rank")
         df["same_label"] = df["eval_label"].to_numpy() == df["train_label"].to_numpy()

@@ -26,7 +26,7 @@ from .detection import INJECTED
 from .experiments import EXPERIMENTS, add_experiment_options, experiment_options
 from .ood import OOD_KINDS
 from .options import (add_dataset_options, add_estimate_options, add_proxy_options, error_message, fraction,
-                      nonnegative_int, positive_int, seconds, seed_value)
+                      influence_threshold, nonnegative_int, positive_int, seconds, seed_value)
 from .session import PUBLISHED_NAMES, CScoreSession
 from .store import StoreBusyError
 
@@ -127,7 +127,7 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
     _dataset_arg(p, data=False)
     p.add_argument("--k", type=positive_int, default=10, help="training examples kept per target (default 10)")
     p.add_argument("--example", type=int, metavar="J", help="show the training examples target J depends on")
-    p.add_argument("--threshold", type=float, default=None, metavar="T",
+    p.add_argument("--threshold", type=influence_threshold, default=None, metavar="T",
                    help="show the pairs above this influence (Feldman & Zhang use 0.15)")
     _output_arg(p, "the Influence table")
 

@@ -85,6 +85,11 @@ def fraction(text: str) -> float:
     return _float_in(text, "fraction", "fraction", "[0, 1]", lambda v: 0.0 <= v <= 1.0)
 
 
+def influence_threshold(text: str) -> float:
+    """An influence threshold: influence is a difference of two probabilities, so one of 1 or more lists nothing."""
+    return _float_in(text, "number", "threshold", "[-1, 1)", lambda v: -1.0 <= v < 1.0)
+
+
 def device_name(text: str) -> str:
     """A device name of the right form (the hardware is checked by the backend that trains)."""
     from .trainer import check_device_name

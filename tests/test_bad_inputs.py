@@ -457,6 +457,12 @@ CASES: list[Case] = [
     Case("magic", 0, "--boot -1", "%cscore compare --boot -1", "argument --boot: expected an integer >= 0, got -1"),
     Case("magic", 0, "noise --name empty", "%cscore noise digits 0.1 --name ''", "--name needs a name"),
     Case("magic", 0, "stop of a data set never estimated", "%cscore stop mnist", "no estimation of 'mnist' in this session"),
+    # an influence threshold no pair can pass (influence is a difference of probabilities)
+    Case("cli", 0, "influence --threshold 2", "influence --run {ws}/run --threshold 2",
+         "argument --threshold: threshold 2 is outside [-1, 1)"),
+    Case("magic", 0, "influence --threshold 2", "%cscore influence --threshold 2", "threshold 2 is outside [-1, 1)"),
+    Case("python", 0, "Influence.pairs(threshold=1)", lambda p: _open_run(p, "{ws}/run").influence(k=2).pairs(1.0),
+         re.escape("threshold must be a number in [-1, 1)")),
 ]
 
 
