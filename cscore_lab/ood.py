@@ -59,8 +59,8 @@ def inject_ood(
     dataset: Dataset,
     fraction: float,
     kind: str = "gaussian",
-    *,
     seed: int = 0,
+    *,
     source: Dataset | str | os.PathLike | None = None,
 ) -> tuple[Dataset, np.ndarray]:
     """Replace ``round(fraction * N)`` examples' inputs with foreign ones that keep a random label.

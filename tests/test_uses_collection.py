@@ -55,6 +55,10 @@ def test_regions_with_kmeans_on_a_dataset_and_save_load(digits, tmp_path):
         low_score_regions(s, digits.labels, clusters=4)
     with pytest.raises(ValueError, match="cluster ids"):
         low_score_regions(s, digits.labels, clusters=np.zeros(3, dtype=int))
+    with pytest.raises(TypeError, match=r"low_score_regions\(scores, dataset\); got a Dataset as the scores"):
+        low_score_regions(digits, s)  # the experiments' order, (dataset, scores): said, not misread as labels
+    with pytest.raises(TypeError, match="must hold numbers, got ndarray of dtype <U1"):
+        low_score_regions(np.array(["a"] * len(digits.labels)), digits)
 
 
 def test_collection_rounds_add_by_score_and_nest():

@@ -109,7 +109,9 @@ def score_columns(
         try:
             arr = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError):
-            raise TypeError(f"score {name!r} must hold numbers, got {type(values).__name__}") from None
+            dtype = getattr(values, "dtype", None)
+            got = type(values).__name__ + (f" of dtype {dtype}" if dtype is not None else "")
+            raise TypeError(f"score {name!r} must hold numbers, got {got}") from None
         if arr.shape != (n,):
             raise ValueError(f"score {name!r} has shape {arr.shape}, expected ({n},): one value per example")
         bad = np.flatnonzero(~np.isfinite(arr))

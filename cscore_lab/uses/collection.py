@@ -190,6 +190,9 @@ def low_score_regions(
     -------
     RegionTable
     """
+    if isinstance(scores, Dataset):  # the experiments take (dataset, scores); this one reads (scores, labels)
+        raise TypeError("low_score_regions takes the scores first, then the labels or the Dataset: "
+                        "low_score_regions(scores, dataset); got a Dataset as the scores")
     fingerprint = ""
     if isinstance(labels, Dataset):
         ds = labels
