@@ -241,7 +241,7 @@ class Influence(ResultTable):
         """The training examples target ``j`` depends on most: rank, train_index, influence, stderr, train_label."""
         import pandas as pd
 
-        if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not -self.n_eval <= j < self.n_eval:
+        if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= j < self.n_eval:
             raise ValueError(f"j must be a target index in [0, {self.n_eval}), got {j!r}")
         j = int(j) % self.n_eval
         keep = self.top_index[j] >= 0

@@ -126,7 +126,7 @@ def _build_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
     p = sub("influence", "which training examples each prediction depends on (top-k, from the estimate's models)")
     _dataset_arg(p, data=False)
     p.add_argument("--k", type=positive_int, default=10, help="training examples kept per target (default 10)")
-    p.add_argument("--example", type=int, metavar="J", help="show the training examples target J depends on")
+    p.add_argument("--example", type=nonnegative_int, metavar="J", help="show the training examples target J depends on")
     p.add_argument("--threshold", type=influence_threshold, default=None, metavar="T",
                    help="show the pairs above this influence (Feldman & Zhang use 0.15)")
     _output_arg(p, "the Influence table")

@@ -227,8 +227,9 @@ def test_table_pairs_for_example_and_save_load(tmp_path):
     np.testing.assert_array_equal(one["train_index"], res.top_index[7])
     assert list(one.columns) == ["rank", "train_index", "influence", "stderr", "train_label", "memorization"]
     assert one.attrs == {"eval_index": 7, "eval_label": 3}
-    with pytest.raises(ValueError, match=r"target index in \[0, 20\)"):
-        res.for_example(20)
+    for outside in (20, -1):  # a negative index is a mistake here, not "from the end"
+        with pytest.raises(ValueError, match=r"target index in \[0, 20\)"):
+            res.for_example(outside)
 
     back = Influence.load(res.save(tmp_path / "infl"))
     for name in ("top_index", "top_value", "top_stderr", "train_labels", "eval_labels"):
