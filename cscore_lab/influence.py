@@ -88,6 +88,15 @@ from .results import ResultTable, check_array
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "Influence", "InfluenceAccumulator"]
 
+#: Thresholds a pair can pass: influence is a difference of two probabilities, so it lies in [-1, 1].
+THRESHOLD_INTERVAL = "[-1, 1)"
+
+
+def is_threshold(value: float) -> bool:
+    """Whether ``value`` is an influence threshold some pair could be above (:data:`THRESHOLD_INTERVAL`)."""
+    return -1.0 <= value < 1.0
+
+
 #: Default bytes :meth:`InfluenceAccumulator.result` may use for its tiles (64 MiB).
 DEFAULT_MEMORY_BUDGET = 64 * 2**20  # bytes the top-k computation may use, whatever N
 
@@ -219,10 +228,9 @@ class Influence(ResultTable):
             searched: a :class:`UserWarning` says how many targets have all ``k`` kept values above
             the threshold (more pairs may exist there; recompute with a larger ``k``).
         """
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold < 1:
-            # an influence is a difference of two probabilities: no pair is above 1 or more
-            raise ValueError(f"threshold must be a number in [-1, 1) (influence is a difference of probabilities), "
-                             f"got {threshold!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not is_threshold(threshold):
+            raise ValueError(f"threshold must be a number in {THRESHOLD_INTERVAL} (influence is a difference of "
+                             f"probabilities), got {threshold!r}")
         df = self.to_frame()
         df = df[df["influence"] > threshold].drop(columns="rank")
         df["same_label"] = df["eval_label"].to_numpy() == df["train_label"].to_numpy()

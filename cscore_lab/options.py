@@ -86,8 +86,10 @@ def fraction(text: str) -> float:
 
 
 def influence_threshold(text: str) -> float:
-    """An influence threshold: influence is a difference of two probabilities, so one of 1 or more lists nothing."""
-    return _float_in(text, "number", "threshold", "[-1, 1)", lambda v: -1.0 <= v < 1.0)
+    """An influence threshold, by the rule of :func:`cscore_lab.influence.is_threshold` (imported only when given)."""
+    from .influence import THRESHOLD_INTERVAL, is_threshold
+
+    return _float_in(text, "number", "threshold", THRESHOLD_INTERVAL, is_threshold)
 
 
 def device_name(text: str) -> str:
